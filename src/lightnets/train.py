@@ -1,0 +1,593 @@
+"""``train(config)``: one training run, from a dataset source and a model name to a run directory holding the
+resolved config, class names, ``last.pt`` / ``best.pt`` checkpoints, ``metrics.csv``, TensorBoard events, PNG
+curves, evaluation files and ``report.html``.
+
+The run reads top to bottom: resolve settings, load data, build the model (optionally from pretrained weights,
+optionally frozen), then per epoch: train, evaluate, write metrics and checkpoints.  A killed run continues
+with ``resume=RUN_DIR``: model, optimizer, schedule position, EMA, RNG state and epoch all come back, and the
+data order is a function of (seed, epoch), so the continued run is the run that would have happened.
+Under ``torchrun --nproc_per_node N`` the same call trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .analysis import count_macs, count_params
+from .data import DatasetSplits, FolderLoader, default_preprocessing, load_dataset, make_loader
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    init_distributed,
+)
+from .engine import (
+    cosine_lr,
+    evaluate,
+    freeze_backbone,
+    keep_frozen_norms_in_eval,
+    param_groups,
+    train_one_epoch,
+    with_indices,
+)
+from .metrics import EvalResult
+from .registry import create_model, get_card
+from .transforms import eval_transform
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used: it holds another run, or another process is writing to it."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run.  ``None`` means "choose from the data / model" (see ``resolve``)."""
+
+    model: str = "mobilenet_v2"
+    data: str = "digits"
+    out: str | None = None  # run directory; default runs/<model>-<time>
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
+    lr: float | None = None  # default: sgd 0.1 x batch/256 (0.01 x when fine-tuning); adamw 1e-3 x batch/256
+    weight_decay: float | None = None  # default: sgd 5e-4, adamw 0.05; never on norm / bias parameters
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    dropout: float | None = None  # None: the model's default
+    ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of the weights
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: str = "auto"  # auto | on | off
+    seed: int = 0
+    weights: str | None = None  # pretrained state_dict (head replaced when the class count differs)
+    freeze: bool = False  # train only the classifier; frozen BatchNorm layers stay in eval mode
+    head_lr_mult: float | None = None  # default 10 when fine-tuning from weights, else 1
+    input_size: int | None = None  # default: native size for small in-memory data, 224 for folders
+    small_input: bool | None = None  # default: True when input_size <= 64
+    in_chans: int | None = None  # default: the data's (3 when fine-tuning RGB weights)
+    model_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"width_mult": 0.5}
+    val_fraction: float = 0.1
+    workers: int = 2
+    device: str = "auto"
+    progress: bool = True
+    max_train_samples: int | None = None  # use a stratified-free prefix subset (quick experiments, tests)
+
+    def validate(self) -> None:
+        get_card(self.model)  # unknown model: ValueError with suggestions
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay is None or self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16, got {self.amp!r}"),
+            (self.channels_last in ("auto", "on", "off"), f"channels_last must be auto, on or off, got {self.channels_last!r}"),
+            (self.input_size is None or self.input_size >= 8, f"input_size must be >= 8, got {self.input_size}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (not self.freeze or self.weights, "freeze needs pretrained weights (--weights)"),
+            (self.max_train_samples is None or self.max_train_samples > 0,
+             f"max_train_samples must be > 0, got {self.max_train_samples}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.weights is not None and "://" not in self.weights and not Path(self.weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {self.weights}")
+
+
+# ----------------------------------------------------------------------------------------- run directory
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock file in the run directory: a second run started into the same directory refuses
+    instead of interleaving files.  A lock left by a dead process (killed run) is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid_text, _, host = self.path.read_text().partition(" ")
+                    pid = int(pid_text)
+                except (OSError, ValueError):
+                    pid, host = -1, ""
+                if pid > 0 and host.strip() == socket.gethostname() and not _pid_alive(pid):
+                    self.path.unlink(missing_ok=True)  # stale lock of a killed run
+                    continue
+                raise RunDirError(
+                    f"run directory {self.path.parent} is in use by process {pid_text if pid > 0 else '?'} "
+                    f"on {host.strip() or '?'}; wait for it or choose another --out"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return
+        raise RunDirError(f"could not lock {self.path}")  # pragma: no cover
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _default_out(cfg: TrainConfig) -> str:
+    return str(Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------- resolution
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    return device
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    # auto: bf16 on GPUs that have it; off on CPU, where bf16 autocast was not faster for these small
+    # depthwise-heavy models in benchmarks/train_speed.py (and changes numerics).
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _channels_last(setting: str, device: torch.device) -> bool:
+    # auto: on for CUDA (cuDNN's NHWC kernels are faster for depthwise convs); off on CPU, see _amp_dtype.
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_epoch: int
+    best_val_top1: float | None
+    final: EvalResult | None  # best checkpoint on the test split if there is one, else on val
+    final_split: str
+    history: list[dict[str, Any]]
+    seconds: float
+    report: Path | None
+    skipped: list[tuple[str, str]]
+
+    def summary(self) -> dict[str, Any]:
+        out = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch, "best_val_top1": self.best_val_top1,
+               "final_split": self.final_split, "seconds": round(self.seconds, 1),
+               "report": str(self.report) if self.report else None, "skipped_files": len(self.skipped)}  # fmt: skip
+        if self.final is not None:
+            out.update({f"{self.final_split}_{k}": v for k, v in self.final.summary().items()})
+        return out
+
+
+def _subset_prefix(ds: Any, n: int | None) -> Any:
+    if n is None or n >= len(ds):
+        return ds
+    # an evenly spaced subset keeps the class balance of shuffled data without another split file
+    idx = np.linspace(0, len(ds) - 1, n).round().astype(np.int64)
+    return ds.subset(idx)
+
+
+def _eval_loader(ds: Any, preprocessing: dict[str, Any], batch_size: int, workers: int, device: torch.device) -> Any:
+    if ds is None:
+        return None
+    if hasattr(ds, "images"):  # in-memory: unshuffled, so positions are dataset indices
+        return make_loader(ds, batch_size=batch_size, train=False, preprocessing=preprocessing, device=device)
+    return FolderLoader(with_indices(ds.with_transform(eval_transform(preprocessing))), batch_size,
+                        num_workers=workers)  # fmt: skip
+
+
+def _paths(ds: Any) -> list[str] | None:
+    samples = getattr(ds, "samples", None)
+    return [str(p) for p, _ in samples] if samples is not None else None
+
+
+def _thumbnails(ds: Any, result: EvalResult, classes: list[str], limit: int = 12) -> list[tuple[Any, str]]:
+    from PIL import Image
+
+    thumbs = []
+    for item in result.worst[:limit]:
+        caption = item.describe(classes)
+        if getattr(item, "path", None):
+            thumbs.append((item.path, caption))
+        elif hasattr(ds, "images"):
+            arr = ds.images[item.index].permute(1, 2, 0).numpy()
+            img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+            thumbs.append((img, caption))
+    return thumbs
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    log_fn: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run (or continue, with ``resume=RUN_DIR``) a training run.  ``log_fn`` receives one line per epoch."""
+    say = log_fn or log.info
+    started = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").is_file():
+            raise RunDirError(f"cannot resume {run_dir}: no config.json there (is it a lightnets run directory?)")
+        saved = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig(**saved["config"])
+        cfg.out = str(run_dir)
+    else:
+        if config is None:
+            raise ValueError("train() needs a config or resume=RUN_DIR")
+        cfg = dataclasses.replace(config)
+        cfg.out = cfg.out or _default_out(cfg)
+        run_dir = Path(cfg.out)
+    cfg.validate()
+
+    device = _resolve_device(cfg.device)
+    dist_info: DistInfo = init_distributed(device)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    main = dist_info.is_main
+
+    lock = RunLock(run_dir)
+    if main:
+        if resume is None and (run_dir / "config.json").exists():
+            raise RunDirError(
+                f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or choose another --out"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        return _run(cfg, run_dir, resume is not None, device, dist_info, say, started)
+    finally:
+        lock.release()
+        cleanup_distributed()
+
+
+def _run(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resuming: bool,
+    device: torch.device,
+    dist_info: DistInfo,
+    say: Callable[[str], None],
+    started: float,
+) -> RunResult:
+    main = dist_info.is_main
+    seed_everything(cfg.seed)
+
+    # ---- data
+    in_chans = cfg.in_chans or (3 if cfg.weights else None)
+    split_file = run_dir / "split.json"
+    if dist_info.enabled and not split_file.exists():
+        # rank 0 writes the split file first, so every rank reads the same split
+        if main:
+            load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file,
+                         in_chans=in_chans)  # fmt: skip
+        barrier()
+    splits: DatasetSplits = load_dataset(
+        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file, in_chans=in_chans
+    )
+    classes = list(splits.classes)
+    skipped: list[tuple[str, str]] = []
+    if not splits.in_memory and main:
+        for part in (splits.train, splits.val, splits.test):
+            if part is not None:
+                skipped += [(str(p), r) for p, r in part.scan(check=True)]
+        if skipped:
+            (run_dir / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+            say(f"skipped {len(skipped)} unreadable file(s), listed in {run_dir / 'skipped.txt'}")
+    elif not splits.in_memory:
+        for part in (splits.train, splits.val, splits.test):
+            if part is not None:
+                part.scan(check=True)
+    train_ds = _subset_prefix(splits.train, cfg.max_train_samples)
+    if len(train_ds) < cfg.batch_size * dist_info.world_size:
+        raise ValueError(
+            f"the training set has {len(train_ds)} images, fewer than one batch of {cfg.batch_size} x "
+            f"{dist_info.world_size} process(es); lower --batch-size"
+        )
+    preprocessing = default_preprocessing(splits, cfg.input_size)
+    size = preprocessing["input_size"]
+    small_input = cfg.small_input if cfg.small_input is not None else min(size) <= 64
+
+    # ---- model
+    kwargs: dict[str, Any] = {"num_classes": len(classes), "in_chans": splits.in_chans, "small_input": small_input,
+                              **cfg.model_args}  # fmt: skip
+    if cfg.dropout is not None:
+        kwargs["dropout"] = cfg.dropout
+    kwargs = {**get_card(cfg.model).kwargs, **kwargs}
+    model = create_model(cfg.model, weights=cfg.weights, **kwargs)
+    head = model.classifier_name()
+    if cfg.freeze:
+        freeze_backbone(model, head)
+    model_card = {
+        "name": cfg.model, "kwargs": kwargs, "params": count_params(model),
+        "trainable_params": count_params(model, trainable_only=True),
+        "macs": count_macs(model, tuple(size), in_chans=splits.in_chans), "input_size": size,
+        "preprocessing": preprocessing, "classes": len(classes), "weights": cfg.weights,
+    }  # fmt: skip
+    model.to(device)
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = convert_sync_batchnorm(model, device).to(device)
+        model = net
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+    channels_last = _channels_last(cfg.channels_last, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    # ---- optimisation
+    scale = cfg.batch_size * dist_info.world_size / 256
+    if cfg.optimizer == "sgd":
+        lr = cfg.lr or (0.01 if cfg.weights else 0.1) * scale
+        wd = 5e-4 if cfg.weight_decay is None else cfg.weight_decay
+    else:
+        lr = cfg.lr or 1e-3 * scale
+        wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
+    head_mult = cfg.head_lr_mult if cfg.head_lr_mult is not None else (10.0 if cfg.weights else 1.0)
+    groups = param_groups(model, lr=lr, weight_decay=wd, head_prefix=head, head_lr_mult=head_mult)
+    if cfg.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+
+    train_loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, preprocessing=preprocessing,
+                               seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+                               num_workers=cfg.workers, device=device)  # fmt: skip
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        return cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=lr)
+
+    val_loader = _eval_loader(splits.val, preprocessing, cfg.batch_size, cfg.workers, device) if main else None
+    after_train_mode = keep_frozen_norms_in_eval if cfg.freeze else None
+
+    # ---- state: fresh or resumed
+    start_epoch, step, history, best, best_epoch = 0, 0, [], -1.0, 0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resuming and last_path.exists():
+        state = ckpt_io.load_checkpoint(last_path)
+        train_state = state["train_state"]
+        model.load_state_dict(train_state.get("raw_model", state["model"]))
+        optimizer.load_state_dict(train_state["optimizer"])
+        if ema is not None and train_state.get("ema") is not None:
+            ema.load_state_dict(train_state["ema"])
+        if scaler is not None and train_state.get("scaler"):
+            scaler.load_state_dict(train_state["scaler"])
+        start_epoch, step = state["epoch"], train_state["step"]
+        history, best, best_epoch = train_state["history"], train_state["best"], train_state["best_epoch"]
+        _set_rng_state(train_state["rng"])
+        say(f"resumed {run_dir} at epoch {start_epoch}/{cfg.epochs}")
+    elif main:
+        _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "lightnets_kwargs": kwargs,
+                                             "preprocessing": preprocessing, "world_size": dist_info.world_size})  # fmt: skip
+        _write_json(run_dir / "classes.json", classes)
+
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1)
+        except ImportError:  # tensorboard is an optional extra
+            say("tensorboard not installed: no event files (pip install 'lightnets[train]')")
+
+    fields = dict(arch=cfg.model, kwargs=kwargs, classes=classes, preprocessing=preprocessing)
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        bar = None
+        if main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="batch")
+        stats = train_one_epoch(net, train_loader, optimizer, step=step, lr_at=lr_at,
+                                label_smoothing=cfg.label_smoothing, device=device, amp_dtype=amp_dtype,
+                                channels_last=channels_last, ema=ema, scaler=scaler, progress=bar,
+                                after_train_mode=after_train_mode)  # fmt: skip
+        if bar is not None:
+            bar.close()
+        step = stats["step"]
+        loss_sum, correct, seen, seconds = all_reduce_sum(
+            [stats["loss_sum"], stats["correct"], stats["seen"], stats["seconds"]]
+        )
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "lr": lr_at(step - 1), "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "images_per_s": seen / (seconds / dist_info.world_size), "epoch_seconds": seconds / dist_info.world_size,
+        }  # fmt: skip
+        if main:
+            eval_model = ema.module if ema is not None else model
+            if val_loader is not None:
+                val = evaluate(eval_model, val_loader, classes, device=device, amp_dtype=amp_dtype,
+                               channels_last=channels_last)  # fmt: skip
+                row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
+            history.append(row)
+            score = row.get("val_top1", -row["train_loss"])
+            improved = score > best
+            if improved:
+                best, best_epoch = score, epoch + 1
+            train_state = {
+                "optimizer": optimizer.state_dict(), "step": step, "history": history, "best": best,
+                "best_epoch": best_epoch, "rng": _rng_state(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            }  # fmt: skip
+            if ema is not None:
+                train_state["raw_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            ckpt_io.save_checkpoint(last_path, eval_model, epoch=epoch + 1, metrics=metrics,
+                                    train_state=train_state, **fields)  # fmt: skip
+            if improved:
+                ckpt_io.save_checkpoint(best_path, eval_model, epoch=epoch + 1, metrics=metrics, **fields)
+            _write_metrics_csv(run_dir / "metrics.csv", history)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch + 1)
+                writer.flush()
+            say(_epoch_line(row, cfg.epochs))
+        barrier()
+
+    if writer is not None:
+        writer.close()
+    if not main:
+        return RunResult(run_dir, best_epoch, None, None, "", history, time.perf_counter() - started, None, skipped)
+    return _finish(cfg, run_dir, splits, classes, preprocessing, model_card, history, best_epoch, device,
+                   skipped, started)  # fmt: skip
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.4f}"]
+    if "val_top1" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_top1 {row['val_top1']:.4f}"]
+    parts += [f"{row['images_per_s']:.0f} img/s", f"{row['epoch_seconds']:.1f} s"]
+    return "  ".join(parts)
+
+
+def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def _finish(
+    cfg: TrainConfig,
+    run_dir: Path,
+    splits: DatasetSplits,
+    classes: list[str],
+    preprocessing: dict[str, Any],
+    model_card: dict[str, Any],
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    device: torch.device,
+    skipped: list[tuple[str, str]],
+    started: float,
+) -> RunResult:
+    """Evaluate the best checkpoint on test (or val), write eval files, curves and report.html."""
+    from .report import plot_curves, save_eval_artifacts, write_report
+
+    model, _ = ckpt_io.model_from_checkpoint(run_dir / "best.pt")
+    model.to(device)
+    split_name, ds = ("test", splits.test) if splits.test is not None else ("val", splits.val)
+    final = None
+    report = None
+    if ds is not None:
+        loader = _eval_loader(ds, preprocessing, cfg.batch_size, cfg.workers, device)
+        final = evaluate(model, loader, classes, device=device, paths_by_id=_paths(ds))
+        save_eval_artifacts(run_dir, final)
+        card = {**model_card, "best_epoch": best_epoch, "evaluated_on": f"{split_name} ({len(ds)} images)"}
+        report = write_report(run_dir, model_card=card, history=history, eval_result=final,
+                              thumbnails=_thumbnails(ds, final, classes),
+                              title=f"lightnets: {cfg.model} on {cfg.data}")  # fmt: skip
+    else:
+        plot_curves(history, run_dir / "curves.png")
+    best_val = max((r["val_top1"] for r in history if "val_top1" in r), default=None)
+    return RunResult(run_dir, best_epoch, best_val, final, split_name if final else "", history,
+                     time.perf_counter() - started, report, skipped)  # fmt: skip
