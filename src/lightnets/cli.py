@@ -86,6 +86,105 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_eval(result, top: int = 10) -> None:
+    s = result.summary()
+    print(f"samples {s['num_samples']}  top-1 {s['top1']:.4f}  top-5 {s['top5']:.4f}  loss {s['loss']:.4f}  "
+          f"macro F1 {s['macro_f1']:.4f}")
+    print(f"{'class':<24} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}")
+    for row in result.per_class:
+        label = row["class"] if row["kind"] == "class" else f"({row['kind']} avg)"
+        print(f"{str(label)[:24]:<24} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+              f"{row['support']:>8}")
+    if result.worst:
+        print(f"worst {min(top, len(result.worst))} misclassified:")
+        for item in result.worst[:top]:
+            where = item.path or f"#{item.index}"
+            print(f"  {where}: {item.describe(result.class_names)}  loss {item.loss:.3f}")
+
+
+@_command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    if args.resume:
+        result = train(resume=args.resume, log_fn=print)
+    else:
+        if not args.model or not args.data:
+            raise ValueError("train needs --model and --data (or --resume RUN_DIR)")
+        cfg = TrainConfig(
+            model=args.model, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+            optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+            label_smoothing=args.label_smoothing, dropout=args.dropout, ema_decay=args.ema, amp=args.amp,
+            channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze,
+            head_lr_mult=args.head_lr_mult, input_size=args.input_size, small_input=args.small_input,
+            in_chans=args.in_chans, model_args=_model_kwargs(args.model_arg), val_fraction=args.val_fraction,
+            workers=args.workers, device=args.device, progress=not args.no_progress,
+            max_train_samples=args.max_train_samples,
+        )  # fmt: skip
+        result = train(cfg, log_fn=print)
+    if result.final is not None:
+        print(f"best epoch {result.best_epoch}; evaluated best.pt on {result.final_split}:")
+        _print_eval(result.final, top=5)
+    print(f"run directory: {result.run_dir}" + (f"  report: {result.report}" if result.report else ""))
+    return 0
+
+
+@_command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .inference import evaluate_checkpoint
+    from .report import plot_confusion_matrix, save_eval_artifacts
+
+    result, _, ckpt = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
+                                          workers=args.workers, worst_n=args.worst)  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{ckpt['arch']} from {ckpt['path']} on {args.data} ({result.split})")
+        _print_eval(result, top=args.worst)
+    if args.out:
+        out = Path(args.out)
+        files = save_eval_artifacts(out, result)
+        plot_confusion_matrix(result.confusion, result.class_names, out / "confusion_matrix.png")
+        if args.format != "json":
+            print(f"wrote {', '.join(str(p) for p in files.values())}, {out / 'confusion_matrix.png'}")
+    return 0
+
+
+@_command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import annotate_predictions, predict
+
+    result = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for pred in result.predictions:
+            tops = ", ".join(f"{c} {p:.1%}" for c, p in pred.top)
+            print(f"{pred.path}\t{tops}")
+    for path, reason in result.errors:
+        print(f"lightnets predict: cannot read {path}: {reason}", file=sys.stderr)
+    if args.annotate:
+        written = annotate_predictions(result, args.annotate)
+        print(f"wrote {len(written)} annotated image(s) to {args.annotate}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+@_command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, epochs=args.epochs, model=args.model, log_fn=print)
+    return 0
+
+
+# --- commands added by other modules' owners go below this line (one block per command) ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -107,6 +206,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                    help="extra model keyword, e.g. width_mult=0.5 (repeatable)")
+    p = sub.add_parser("train", help="train or fine-tune a model on a dataset; writes a run directory")
+    p.add_argument("--model", help="registered model name")
+    p.add_argument("--data", help="dataset: digits, fashion-mnist:PATH, cifar10:PATH, an image folder, ...")
+    p.add_argument("--out", help="run directory (default runs/MODEL-TIME); never overwritten")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default scales with batch size)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="EMA of weights, e.g. 0.999 (0: off)")
+    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", help="pretrained state_dict to start from (head replaced if classes differ)")
+    p.add_argument("--freeze", action="store_true", help="train only the classifier (needs --weights)")
+    p.add_argument("--head-lr-mult", type=float, default=None)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--in-chans", type=int, default=None)
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, confusion matrix, per-class metrics")
+    p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")
+    p.add_argument("data", help="dataset source (same forms as train --data)")
+    p.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"])
+    p.add_argument("--out", help="directory for eval.json, confusion_matrix.csv/.png, per_class.csv")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--worst", type=int, default=10, help="how many worst misclassified images to list")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = sub.add_parser("predict", help="top-k classes for image files or directories")
+    p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")
+    p.add_argument("images", nargs="+", help="image files or directories")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--annotate", metavar="DIR", help="write copies with the predicted label drawn on")
+
+    p = sub.add_parser("demo", help="the main job: train on scikit-learn's digits, evaluate, predict, report")
+    p.add_argument("--out", default=None, help="run directory (default runs/demo-TIME)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--model", default=None)
+
+    # --- parsers of commands added by other modules' owners go below this line (one block per command) ---
     return parser
 
 

@@ -1,0 +1,185 @@
+"""Using a trained checkpoint: evaluate it on a dataset, predict classes of image files.
+
+Everything comes from the checkpoint (architecture, kwargs, class names, preprocessing), so nothing else
+needs to be given.  Unreadable images are reported with their path and the rest are still predicted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import ImageReadError, is_image_file, list_image_files, load_dataset, load_image
+from .engine import evaluate
+from .metrics import EvalResult
+from .train import _eval_loader, _paths
+from .transforms import eval_transform, mode_for_chans
+
+
+def load_for_inference(source: str | os.PathLike | dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Model (eval mode) and checkpoint from a run directory (its best.pt) or a checkpoint file."""
+    return model_from_checkpoint(source if isinstance(source, dict) else load_checkpoint(source))
+
+
+def evaluate_checkpoint(
+    source: str | os.PathLike,
+    data: str,
+    *,
+    split: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    worst_n: int = 16,
+) -> tuple[EvalResult, Any, dict[str, Any]]:
+    """Evaluate a checkpoint on a dataset source (see ``load_dataset``).
+
+    ``split``: "auto" takes the dataset's test split if it has one, else its val folder, else every image;
+    or name "test", "val", "train" / "all".  The dataset's class names must be the checkpoint's (same names;
+    a dataset with a subset of the classes is fine, its labels are mapped by name).  Returns
+    (result, dataset, checkpoint).
+    """
+    model, ckpt = load_for_inference(source)
+    classes = list(ckpt["classes"])
+    chans = int(ckpt["preprocessing"].get("in_chans", ckpt["kwargs"].get("in_chans", 3)))
+    splits = load_dataset(data, val_fraction=0.0, in_chans=chans)
+    options = {"test": splits.test, "val": splits.val, "train": splits.train, "all": splits.train}
+    if split == "auto":
+        name, ds = next((n, d) for n, d in (("test", splits.test), ("val", splits.val), ("all", splits.train)) if d is not None)
+    elif split in options:
+        name, ds = split, options[split]
+        if ds is None:
+            raise ValueError(f"{data} has no {split} split (it has: "
+                             f"{', '.join(n for n, d in options.items() if d is not None)})")  # fmt: skip
+    else:
+        raise ValueError(f"split must be auto, test, val, train or all, got {split!r}")
+    unknown = [c for c in splits.classes if c not in classes]
+    if unknown:
+        raise ValueError(f"{data} has classes the checkpoint does not know: {unknown[:10]} "
+                         f"(checkpoint classes: {classes[:10]}{' ...' if len(classes) > 10 else ''})")  # fmt: skip
+    if list(splits.classes) != classes:
+        ds = _remap_labels(ds, [classes.index(c) for c in splits.classes], classes)
+    if hasattr(ds, "scan"):
+        ds.scan(check=True)
+    loader = _eval_loader(ds, ckpt["preprocessing"], batch_size, workers, torch.device("cpu"))
+    result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=_paths(ds))
+    result.split = name  # type: ignore[attr-defined]
+    return result, ds, ckpt
+
+
+def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:
+    """Relabel a dataset whose class list differs from the checkpoint's (matched by name)."""
+    if hasattr(ds, "images"):  # in-memory
+        return type(ds)(ds.images, torch.tensor(mapping)[ds.labels], classes, getattr(ds, "name", ""))
+    ds.samples = [(p, mapping[t]) for p, t in ds.samples]
+    ds.targets = [t for _, t in ds.samples]
+    return ds
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class name, probability), best first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "top": [{"class": c, "prob": p} for c, p in self.top]}
+
+
+@dataclass
+class PredictResult:
+    predictions: list[Prediction] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"predictions": [p.to_dict() for p in self.predictions],
+                "errors": [{"path": p, "error": r} for p, r in self.errors]}  # fmt: skip
+
+
+def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files from files and directories (recursively); missing paths are returned as errors."""
+    files: list[Path] = []
+    errors: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_image_files(path)
+            if not found:
+                errors.append((str(path), "directory holds no image files"))
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append((str(path), "no such file or directory"))
+    return files, errors
+
+
+@torch.no_grad()
+def predict(
+    source: str | os.PathLike | tuple[nn.Module, dict[str, Any]],
+    inputs: list[str | os.PathLike],
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    runner: Any = None,
+) -> PredictResult:
+    """Top-k classes with probabilities for each image in ``inputs`` (files or directories).
+
+    ``runner`` (optional) replaces the model's forward, e.g. an onnxruntime session wrapper taking and
+    returning tensors.  Bad images are listed in ``errors`` with the reason; the others are predicted.
+    """
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    model, ckpt = source if isinstance(source, tuple) else load_for_inference(source)
+    classes = list(ckpt["classes"])
+    prep = ckpt["preprocessing"]
+    transform = eval_transform(prep)
+    mode = mode_for_chans(int(prep.get("in_chans", 3)))
+    files, errors = expand_inputs(inputs)
+    forward = runner or model
+    result = PredictResult(errors=errors)
+    batch: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        logits = forward(torch.stack([t for _, t in batch]))
+        probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)
+        values, indices = probs.topk(min(topk, len(classes)), dim=1)
+        for (path, _), vs, ix in zip(batch, values.tolist(), indices.tolist(), strict=True):
+            result.predictions.append(Prediction(str(path), [(classes[i], v) for v, i in zip(vs, ix, strict=True)]))
+        batch.clear()
+
+    for path in files:
+        if not is_image_file(path):
+            result.errors.append((str(path), "not an image file extension"))
+            continue
+        try:
+            image = load_image(path, mode=mode)
+        except ImageReadError as e:
+            result.errors.append((str(path), e.reason))
+            continue
+        batch.append((path, transform(image)))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return result
+
+
+def annotate_predictions(result: PredictResult, out_dir: str | os.PathLike, mode: str = "RGB") -> list[Path]:
+    """Write a copy of each predicted image with its top class drawn on (``predict --annotate DIR``)."""
+    from .report import annotate_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, pred in enumerate(result.predictions):
+        name, prob = pred.top[0]
+        image = annotate_image(load_image(pred.path, mode="RGB"), f"{name} ({prob:.1%})")
+        dest = out / f"{i:04d}_{Path(pred.path).stem}.png"
+        image.save(dest)
+        written.append(dest)
+    return written
