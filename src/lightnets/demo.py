@@ -2,7 +2,7 @@
 download and no manual step.
 
 scikit-learn bundles the UCI handwritten digits (1,797 grayscale 8x8 images, 10 classes).  The demo trains a
-small ShuffleNetV2 on them at 32 px with the small-input stem, evaluates the best checkpoint on the held-out
+small ShuffleNetV2 0.5x on them at 16 px with the small-input stem, evaluates the best checkpoint on the held-out
 split, writes a few digits as PNG files and predicts them from the checkpoint alone (as a user would with
 ``lightnets predict``), and ends with the run's ``report.html``.
 """
@@ -20,7 +20,7 @@ from .inference import annotate_predictions, predict
 from .train import RunResult, TrainConfig, train
 
 DEMO_MODEL = "shufflenet_v2_x0_5"
-DEMO_EPOCHS = 15
+DEMO_EPOCHS = 20
 
 
 def write_sample_images(run: RunResult, out_dir: Path, count: int = 6) -> list[Path]:
@@ -52,8 +52,9 @@ def run_demo(
         data="digits",
         out=out or str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"),
         epochs=epochs or DEMO_EPOCHS,
-        batch_size=64,
-        input_size=32,
+        batch_size=32,
+        lr=0.05,
+        input_size=16,
         small_input=True,
         val_fraction=0.2,
         workers=0,

@@ -10,6 +10,7 @@ per-channel sums.  That is why it is written here by hand.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,29 +48,41 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over processes (its backward all-reduces the gradient too)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    with warnings.catch_warnings():  # deprecated in favour of a private module; still the public API
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(t)
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are computed over the batch of every process (CPU + gloo)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
-
         c = x.shape[1]
-        count = torch.tensor([x.numel() / c], dtype=x.dtype)
-        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        stats = all_reduce(stats)
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = stats[c : 2 * c] / n - mean * mean  # biased variance, used to normalise (as BatchNorm does)
+        dims = (0, 2, 3)
+        out_dtype = x.dtype
+        # Normalisation is done in float64, in two passes (mean, then centred squares): differentiating through
+        # these ops in float32 was ~5x less accurate than PyTorch's fused BatchNorm backward, which showed as
+        # ~0.5% gradient differences between 2-process and 1-process runs on channels with tiny variance.
+        x = x.double()
+        first = _all_reduce(torch.cat([x.sum(dim=dims), torch.tensor([x.numel() / c], dtype=x.dtype)]))
+        n = first[-1]
+        mean = first[:c] / n
+        centred = x - mean[None, :, None, None]
+        var = _all_reduce((centred * centred).sum(dim=dims)) / n  # biased, used to normalise as BatchNorm does
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 unbiased = var.detach() * n / (n - 1)
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+                self.running_mean.mul_(1 - momentum).add_(mean.detach().to(out_dtype), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_(unbiased.to(out_dtype), alpha=momentum)
+        y = (centred * torch.rsqrt(var[None, :, None, None] + self.eps)).to(out_dtype)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y

@@ -17,6 +17,8 @@ from torch.nn import functional as F
 
 from .metrics import Accumulator, EvalResult
 
+CPU = torch.device("cpu")
+
 
 def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, final_lr: float = 0.0) -> float:
     """Linear warm-up from 0 to ``base_lr`` over ``warmup_steps``, then cosine decay to ``final_lr``."""
@@ -98,7 +100,7 @@ def train_one_epoch(
     step: int,
     lr_at: Any,
     label_smoothing: float = 0.0,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
@@ -192,7 +194,7 @@ def evaluate(
     loader: Iterable[Any],
     class_names: list[str],
     *,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     worst_n: int = 16,

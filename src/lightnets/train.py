@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from .analysis import count_macs, count_params
+from .checks import check_model_config
 from .data import DatasetSplits, FolderLoader, default_preprocessing, load_dataset, make_loader
 from .distributed import (
     DistInfo,
@@ -116,6 +118,14 @@ class TrainConfig:
                 raise ValueError(message)
         if self.weights is not None and "://" not in self.weights and not Path(self.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {self.weights}")
+        # bad model arguments, or an input size the network cannot train on, fail now, before any data loads
+        small = self.small_input
+        if small is None and self.input_size is not None:
+            small = self.input_size <= 64
+        model_args = {**self.model_args, **({"small_input": small} if small is not None else {})}
+        if self.dropout is not None:
+            model_args["dropout"] = self.dropout
+        check_model_config(self.model, model_args, self.input_size, self.batch_size)
 
 
 # ----------------------------------------------------------------------------------------- run directory
@@ -139,11 +149,30 @@ class RunLock:
         self.path = run_dir / ".lock"
         self.held = False
 
+    def _create(self, content: str) -> None:
+        # The lock appears with its content in one step (a hard link to a finished temporary file), so a
+        # process killed while taking it cannot leave an empty lock that no one can judge stale.
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+            try:
+                os.link(tmp, self.path)
+            except OSError as e:
+                if isinstance(e, FileExistsError):
+                    raise
+                # no hard links on this file system: create exclusively, then write
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, "w") as f:
+                    f.write(content)
+        finally:
+            os.unlink(tmp)
+
     def acquire(self) -> None:
         me = f"{os.getpid()} {socket.gethostname()}"
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                self._create(me)
             except FileExistsError:
                 try:
                     pid_text, _, host = self.path.read_text().partition(" ")
@@ -157,8 +186,6 @@ class RunLock:
                     f"run directory {self.path.parent} is in use by process {pid_text if pid > 0 else '?'} "
                     f"on {host.strip() or '?'}; wait for it or choose another --out"
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
             self.held = True
             return
         raise RunDirError(f"could not lock {self.path}")  # pragma: no cover
@@ -171,6 +198,13 @@ class RunLock:
 
 def _default_out(cfg: TrainConfig) -> str:
     return str(Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    # checkpoint writes cut short by a kill leave their temporary files (see checkpoint.atomic_save); called
+    # with the lock held, when no one else can be writing them
+    for tmp in run_dir.glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -327,8 +361,20 @@ def train(
             )
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+        _remove_stale_temporaries(run_dir)
+        if resume is None:
+            # the config goes down at once, so a run killed at any later moment can be continued with --resume
+            # (without a last.pt that starts it afresh); _run adds the resolved kwargs once the data is loaded
+            _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg)})
     try:
         return _run(cfg, run_dir, resume is not None, device, dist_info, say, started)
+    except BaseException:
+        # a new run that fails before its first checkpoint holds nothing to continue: leave the directory
+        # startable again with the same command (a SIGKILL skips this and leaves it resumable instead)
+        if main and resume is None and not (run_dir / "last.pt").exists():
+            for name in ("config.json", "split.json"):
+                (run_dir / name).unlink(missing_ok=True)
+        raise
     finally:
         lock.release()
         cleanup_distributed()
@@ -349,9 +395,9 @@ def _run(
     # ---- data
     in_chans = cfg.in_chans or (3 if cfg.weights else None)
     split_file = run_dir / "split.json"
-    if dist_info.enabled and not split_file.exists():
+    if dist_info.enabled:
         # rank 0 writes the split file first, so every rank reads the same split
-        if main:
+        if main and not split_file.exists():
             load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file,
                          in_chans=in_chans)  # fmt: skip
         barrier()
@@ -365,7 +411,8 @@ def _run(
             if part is not None:
                 skipped += [(str(p), r) for p, r in part.scan(check=True)]
         if skipped:
-            (run_dir / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+            (run_dir / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped), encoding="utf-8",
+                                                 errors="surrogateescape")  # fmt: skip
             say(f"skipped {len(skipped)} unreadable file(s), listed in {run_dir / 'skipped.txt'}")
     elif not splits.in_memory:
         for part in (splits.train, splits.val, splits.test):
@@ -387,6 +434,7 @@ def _run(
     if cfg.dropout is not None:
         kwargs["dropout"] = cfg.dropout
     kwargs = {**get_card(cfg.model).kwargs, **kwargs}
+    check_model_config(cfg.model, kwargs, size, cfg.batch_size)  # e.g. 1x1 feature maps in batches of one
     model = create_model(cfg.model, weights=cfg.weights, **kwargs)
     head = model.classifier_name()
     if cfg.freeze:
@@ -516,11 +564,13 @@ def _run(
             if ema is not None:
                 train_state["raw_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             metrics = {k: v for k, v in row.items() if k != "epoch"}
-            ckpt_io.save_checkpoint(last_path, eval_model, epoch=epoch + 1, metrics=metrics,
-                                    train_state=train_state, **fields)  # fmt: skip
+            # last.pt is written last: it is what --resume continues from, so a run killed between these writes
+            # repeats this epoch (deterministically) and rewrites best.pt and metrics.csv the same way
             if improved:
                 ckpt_io.save_checkpoint(best_path, eval_model, epoch=epoch + 1, metrics=metrics, **fields)
             _write_metrics_csv(run_dir / "metrics.csv", history)
+            ckpt_io.save_checkpoint(last_path, eval_model, epoch=epoch + 1, metrics=metrics,
+                                    train_state=train_state, **fields)  # fmt: skip
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch":

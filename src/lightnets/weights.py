@@ -109,7 +109,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_prefix: str | None = None) -> dict[str, list]:
     """Compare ``state`` against ``model``'s keys and shapes: missing, unexpected and mismatched keys."""
     own = model.state_dict()
-    skip = (lambda k: ignore_prefix is not None and k.startswith(ignore_prefix + "."))
+
+    def skip(key: str) -> bool:
+        return ignore_prefix is not None and key.startswith(ignore_prefix + ".")
+
     missing = [k for k in own if k not in state and not skip(k)]
     unexpected = [k for k in state if k not in own and not skip(k)]
     mismatched = [

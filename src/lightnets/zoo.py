@@ -92,5 +92,36 @@ def format_table(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; choose table, markdown, csv or json")
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(headers)]
-    fmt_row = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def fmt_row(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
     return "\n".join([fmt_row(headers), fmt_row(["-" * w for w in widths]), *map(fmt_row, body)])
+
+
+LATENCY_HEADER = "latency (ms, batch 1, {threads} threads, {engine})"
+
+
+def readme_table(
+    pattern: str = "*",
+    *,
+    latency: dict[str, str] | None = None,
+    threads: int = 2,
+    engine: str = "onnxruntime",
+) -> str:
+    """README.md's model table: ``lightnets models`` columns plus measured latency from ``lightnets bench``.
+
+    ``latency`` maps names to already-formatted values (reuse); ``None`` measures every model now."""
+    rows = model_table(pattern)
+    if latency is None:
+        from .bench import latency_column
+
+        measured = latency_column([r["name"] for r in rows], input_size_per_model={r["name"]: r["input_size"] for r in rows},
+                                  threads=threads, engine=engine)  # fmt: skip
+        latency = {name: f"{ms:.2f}" for name, ms in measured.items()}
+    table = format_table(rows, "markdown").splitlines()
+    header = LATENCY_HEADER.format(threads=threads, engine=engine)
+    out = [table[0][:-1] + f"| {header} |", table[1] + "---|"]
+    for row, line in zip(rows, table[2:], strict=True):
+        out.append(line[:-1] + f"| {latency.get(row['name'], '')} |")
+    return "\n".join(out)
