@@ -10,6 +10,8 @@ import io
 import json
 from typing import Any
 
+import torch
+
 from .analysis import count_macs, count_params
 from .registry import PaperRef, get_card, list_models
 
@@ -24,7 +26,8 @@ def _primary_ref(refs: tuple[PaperRef, ...], input_size: int) -> PaperRef | None
 def model_row(name: str) -> dict[str, Any]:
     """Measured params and MACs (batch 1, the card's input size) with the paper's reference numbers."""
     card = get_card(name)
-    model = card.builder(**card.kwargs)
+    with torch.device("meta"):  # shapes only: no weight initialisation, no real arithmetic
+        model = card.builder(**card.kwargs)
     ref = _primary_ref(card.refs, card.input_size)
     return {
         "name": name,
