@@ -81,6 +81,13 @@ def keep_frozen_norms_in_eval(model: nn.Module) -> None:
                 m.eval()
 
 
+def all_norms_in_eval(model: nn.Module) -> None:
+    """Every BatchNorm layer uses (and keeps) its running statistics; affine parameters still train."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()

@@ -44,6 +44,7 @@ from .distributed import (
 from .engine import (
     cosine_lr,
     evaluate,
+    all_norms_in_eval,
     freeze_backbone,
     keep_frozen_norms_in_eval,
     param_groups,
@@ -82,6 +83,7 @@ class TrainConfig:
     seed: int = 0
     weights: str | None = None  # pretrained state_dict (head replaced when the class count differs)
     freeze: bool = False  # train only the classifier; frozen BatchNorm layers stay in eval mode
+    bn_eval: bool | None = None  # keep every BatchNorm on its pretrained statistics; default: on with --weights
     head_lr_mult: float | None = None  # default 10 when fine-tuning from weights, else 1
     input_size: int | None = None  # default: native size for small in-memory data, 224 for folders
     small_input: bool | None = None  # default: True when input_size <= 64
@@ -91,7 +93,8 @@ class TrainConfig:
     workers: int = 2
     device: str = "auto"
     progress: bool = True
-    max_train_samples: int | None = None  # use a stratified-free prefix subset (quick experiments, tests)
+    max_train_samples: int | None = None  # an evenly spaced subset of the training set (quick experiments, tests)
+    track_test: bool = False  # also score the test split every epoch (reported only, never used to select)
 
     def validate(self) -> None:
         get_card(self.model)  # unknown model: ValueError with suggestions
@@ -490,14 +493,22 @@ def _run(
         return cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=lr)
 
     val_loader = _eval_loader(splits.val, preprocessing, cfg.batch_size, cfg.workers, device) if main else None
-    after_train_mode = keep_frozen_norms_in_eval if cfg.freeze else None
+    # Fine-tuning on a small dataset: batch statistics of a few dozen images are a poor substitute for the
+    # pretrained running statistics (and weights with BatchNorm folded into the convs expect BN to be the
+    # identity), so by default BatchNorm layers stay in eval mode while their affine parameters still train.
+    bn_eval = cfg.bn_eval if cfg.bn_eval is not None else cfg.weights is not None
+    after_train_mode = all_norms_in_eval if bn_eval else keep_frozen_norms_in_eval if cfg.freeze else None
 
     # ---- state: fresh or resumed
     start_epoch, step, history, best, best_epoch = 0, 0, [], -1.0, 0
+    test_loader = (_eval_loader(splits.test, preprocessing, cfg.batch_size, cfg.workers, device)
+                   if main and cfg.track_test and splits.test is not None else None)  # fmt: skip
+    elapsed = 0.0  # wall time of training + validation, excluding the optional per-epoch test scoring
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resuming and last_path.exists():
         state = ckpt_io.load_checkpoint(last_path)
         train_state = state["train_state"]
+        elapsed = float(train_state.get("elapsed", 0.0))
         model.load_state_dict(train_state.get("raw_model", state["model"]))
         optimizer.load_state_dict(train_state["optimizer"])
         if ema is not None and train_state.get("ema") is not None:
@@ -524,6 +535,7 @@ def _run(
 
     fields = dict(arch=cfg.model, kwargs=kwargs, classes=classes, preprocessing=preprocessing)
     for epoch in range(start_epoch, cfg.epochs):
+        epoch_start = time.perf_counter()
         train_loader.set_epoch(epoch)
         bar = None
         if main and cfg.progress:
@@ -550,13 +562,19 @@ def _run(
                 val = evaluate(eval_model, val_loader, classes, device=device, amp_dtype=amp_dtype,
                                channels_last=channels_last)  # fmt: skip
                 row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
+            elapsed += time.perf_counter() - epoch_start
+            row["elapsed_s"] = elapsed
+            if test_loader is not None:
+                test = evaluate(eval_model, test_loader, classes, device=device, amp_dtype=amp_dtype,
+                                channels_last=channels_last)  # fmt: skip
+                row.update({"test_loss": test.loss, "test_top1": test.top1})
             history.append(row)
             score = row.get("val_top1", -row["train_loss"])
             improved = score > best
             if improved:
                 best, best_epoch = score, epoch + 1
             train_state = {
-                "optimizer": optimizer.state_dict(), "step": step, "history": history, "best": best,
+                "optimizer": optimizer.state_dict(), "step": step, "history": history, "best": best, "elapsed": elapsed,
                 "best_epoch": best_epoch, "rng": _rng_state(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
