@@ -45,9 +45,12 @@ def test_expected_entries_registered() -> None:
     }
     assert expected <= set(NAMES)
     # every paper row carries MACs and params; the torchvision models carry their exact counts
-    for name in expected:
+    for name in expected - {"mobilenet_v3_small_minimal"}:
         refs = lightnets.get_card(name).refs
         assert any(r.macs and (r.params or r.exact_params) for r in refs), name
+    # the one published MAdds figure that cannot be compared says why on its card
+    (ref,) = lightnets.get_card("mobilenet_v3_small_minimal").refs
+    assert ref.macs is None and ref.params and "65M" in ref.note
     for name in ("mobilenet_v3_large", "mobilenet_v3_small"):
         card = lightnets.get_card(name)
         assert card.torchvision_name == name

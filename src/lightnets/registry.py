@@ -34,6 +34,7 @@ class PaperRef:
     params_rtol: float = 0.05
     params_round: float | None = None
     exact_params: int | None = None
+    note: str = ""  # why a published number is not held to (shown by `lightnets models --format json`)
 
 
 @dataclass(frozen=True)

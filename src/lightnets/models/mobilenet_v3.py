@@ -463,10 +463,16 @@ _register(
     {"minimalistic": True},
     "MobileNetV3-Small minimalistic: no SE, ReLU only, 3x3 depthwise only",
     [
-        # The published 65M cannot be this architecture's count: it is above full Small's own 56M (Table 3),
-        # though the minimalistic model only removes work (SE, 5x5 kernels) at equal widths.  The same list
-        # gives full Small as 66M / 2.9M, against the paper's 56M / 2.5M, so its Small-family MAdds are on
-        # another basis.  Our count (52.3M) is held to the published number with a tolerance that says so.
-        PaperRef(_SLIM, macs=65e6, params=2.0e6, top1=61.9, macs_rtol=0.20, params_round=0.1e6),
+        # The published 65M MAdds cannot be this architecture's count: it is above full Small's own 56M
+        # (Table 3), though the minimalistic model only removes work (SE, 5x5 kernels) at equal widths; the same
+        # list gives full Small as 66M / 2.9M against the paper's 56M / 2.5M, so its Small-family MAdds are on
+        # another basis.  Params are held to the published 2.0M; the MAdds are recorded, not tested (52.3M).
+        PaperRef(
+            _SLIM,
+            params=2.0e6,
+            top1=61.9,
+            params_round=0.1e6,
+            note="published 65M MAdds not comparable (above full Small's 56M); measured 52.3M",
+        ),
     ],
 )
