@@ -187,7 +187,7 @@ def test_fashion_mnist_short_run_learns(shared_data: Path, tmp_path: Path) -> No
 
 def _torchrun(args: list[str], nproc: int, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "lightnets.cli", "train", *args] if nproc > 1 else [sys.executable, "-m", "lightnets.cli", "train", *args]  # fmt: skip
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
