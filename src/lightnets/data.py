@@ -32,6 +32,7 @@ import math
 import os
 import pickle
 import re
+import stat
 import struct
 import time
 import zlib
@@ -106,9 +107,31 @@ def _reason(e: BaseException) -> str:
         return f"decompression bomb refused ({e})"
     if isinstance(e, UnidentifiedImageError):
         return "not an image Pillow can identify (wrong extension, or not an image file at all)"
+    if isinstance(e, OSError) and e.errno is not None:  # the file system refused (permissions, link loop...)
+        return f"cannot open ({e.strerror or e})"
     if isinstance(e, (OSError, EOFError, SyntaxError, struct.error, zlib.error)):
         return f"corrupt or truncated image data ({type(e).__name__}: {e})"
     return f"{type(e).__name__}: {e}"
+
+
+def _file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be an image file before reading a byte: missing, not a regular file, or empty."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot open ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever; a device never ends
+        return "not a regular file (a directory, pipe or device)"
+    return "empty file (0 bytes)" if st.st_size == 0 else None
+
+
+def _jpeg_ends_early(path: str | os.PathLike) -> bool:
+    # A complete JPEG ends with the EOI marker FF D9 (entropy-coded data never contains it); a cut one almost
+    # never does.  Some writers append bytes after EOI, so a missing marker only asks for a full decode.
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return b"\xff\xd9" not in f.read()
 
 
 def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
@@ -120,12 +143,9 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     empty, truncated, unidentifiable or oversized files.
     """
     _check_mode(mode)
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise ImageReadError(path, f"cannot open ({e.strerror or e})") from None
-    if size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)")
+    problem = _file_problem(path)
+    if problem is not None:
+        raise ImageReadError(path, problem)
     try:
         with Image.open(path) as im:
             _check_pixels(im, path)
@@ -150,9 +170,10 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
 def check_image(path: str | os.PathLike, *, full_decode: bool = False, mode: str = "RGB") -> str | None:
     """Why ``path`` is not a readable image, or None if it is.
 
-    The cheap check reads the header and runs Pillow's ``verify()`` (which validates structure and, for PNG,
-    checksums, but does not decode JPEG data); ``full_decode=True`` decodes the whole image with load_image,
-    which also catches truncated JPEG data.
+    The cheap check reads the header and runs Pillow's ``verify()``, which validates PNG checksums and WebP data
+    but decodes no JPEG data; so a JPEG is decoded only when its end-of-image marker is missing (how a cut-off
+    JPEG looks), and other formats (GIF, BMP, TIFF..., rare in datasets, where verify() misses truncation) are
+    always decoded.  ``full_decode=True`` decodes every image with load_image.
     """
     if full_decode:
         try:
@@ -160,13 +181,19 @@ def check_image(path: str | os.PathLike, *, full_decode: bool = False, mode: str
         except ImageReadError as e:
             return e.reason
         return None
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
         with Image.open(path) as im:
             im.verify()
+            fmt = im.format
+        if fmt not in ("PNG", "WEBP", "JPEG") or fmt == "JPEG" and _jpeg_ends_early(path):
+            load_image(path, mode)
     except MemoryError:
         raise
+    except ImageReadError as e:
+        return e.reason
     except Exception as e:
         return _reason(e)
     return None
@@ -180,9 +207,28 @@ def is_image_file(path: str | os.PathLike, extensions: Sequence[str] = IMG_EXTEN
     return not name.startswith(".") and name.lower().endswith(tuple(extensions))
 
 
+def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _walk_images(directory: Path, extensions: Sequence[str]) -> list[Path]:
+    # Symbolic links are followed, but a directory is walked once: a link back to the folder itself or to
+    # any folder above it (a loop, which would otherwise repeat every file ~40 times, until the OS refuses
+    # the path, and pull other classes in) is skipped with a warning.
     found = []
+    seen = {k for k in map(_dir_key, [directory.resolve(), *directory.resolve().parents]) if k is not None}
+    seen.discard(_dir_key(directory))
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        key = _dir_key(dirpath)
+        if key is None or key in seen:
+            log.warning("not following %s: a symlink loop back to a folder already walked", dirpath)
+            dirnames[:] = []
+            continue
+        seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(f, extensions)]
     return found
@@ -445,7 +491,8 @@ def save_split(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    # surrogateescape: file names that are not valid UTF-8 (e.g. Latin-1 bytes) round-trip unchanged
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
     os.replace(tmp, path)
     return path
 
@@ -461,7 +508,7 @@ def load_split(
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, ValueError) as e:
         raise DataFormatError(f"cannot read split file {path}: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != SPLIT_FORMAT:
@@ -1143,10 +1190,11 @@ def resize_batch(x: torch.Tensor, preprocessing: Mapping[str, Any]) -> torch.Ten
             x = x.clamp_(0.0, 1.0)
     h, w = x.shape[-2:]
     if (h, w) != (th, tw):
+        if th > h or tw > w:  # zero-pad first, split as transforms.CenterCrop does (odd pixel right / bottom)
+            ph, pw = max(th - h, 0), max(tw - w, 0)
+            x = F.pad(x, (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2))
+            h, w = x.shape[-2:]
         top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
-        if top < 0 or left < 0:
-            x = F.pad(x, (max(-left, 0), max(tw - w + left, 0), max(-top, 0), max(th - h + top, 0)))
-            top, left = max(top, 0), max(left, 0)
         x = x[..., top : top + th, left : left + tw]
     return x
 

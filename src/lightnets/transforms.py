@@ -185,8 +185,12 @@ def _to_uint8_array(arr: np.ndarray, bits16: bool) -> np.ndarray:
     """Scale integer/float pixel data to 0-255 (rescale, never clip): 16-bit data by 255/65535, data already in
     0-255 as is, floats in [0, 1] by 255, anything else by its own min-max range."""
     is_float = arr.dtype.kind == "f"
-    arr = np.nan_to_num(arr.astype(np.float64))
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    # NaN / +-inf (no-data markers in float images) take the ends of the finite range: left in, they overflow
+    # the scaling and turn every other pixel into garbage
+    lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+    arr = np.where(finite, arr, np.where(arr > 0, hi, lo))
     if bits16 and lo >= 0 and hi <= 65535:
         out = arr * (255.0 / 65535.0)
     elif is_float and lo >= 0 and hi <= 1.0:
