@@ -42,9 +42,9 @@ from .distributed import (
     init_distributed,
 )
 from .engine import (
+    all_norms_in_eval,
     cosine_lr,
     evaluate,
-    all_norms_in_eval,
     freeze_backbone,
     keep_frozen_norms_in_eval,
     param_groups,
@@ -82,6 +82,8 @@ class TrainConfig:
     channels_last: str = "auto"  # auto | on | off
     seed: int = 0
     weights: str | None = None  # pretrained state_dict (head replaced when the class count differs)
+    weights_sha256: str | None = None  # expected sha256 (prefix) of the weights file or URL
+    allow_unverified: bool = False  # accept a weights URL without a sha256 to check
     freeze: bool = False  # train only the classifier; frozen BatchNorm layers stay in eval mode
     bn_eval: bool | None = None  # keep every BatchNorm on its pretrained statistics; default: on with --weights
     head_lr_mult: float | None = None  # default 10 when fine-tuning from weights, else 1
@@ -438,7 +440,8 @@ def _run(
         kwargs["dropout"] = cfg.dropout
     kwargs = {**get_card(cfg.model).kwargs, **kwargs}
     check_model_config(cfg.model, kwargs, size, cfg.batch_size)  # e.g. 1x1 feature maps in batches of one
-    model = create_model(cfg.model, weights=cfg.weights, **kwargs)
+    model = create_model(cfg.model, weights=cfg.weights, weights_sha256=cfg.weights_sha256,
+                         allow_unverified=cfg.allow_unverified, **kwargs)
     head = model.classifier_name()
     if cfg.freeze:
         freeze_backbone(model, head)

@@ -56,7 +56,7 @@ def fetch_url(url: str, sha256: str | None = None, allow_unverified: bool = Fals
     if expected is None and not allow_unverified:
         raise WeightsError(
             f"refusing to load {url}: no sha256 to check it against. Pass weights_sha256=... "
-            "(or --weights-sha256), or allow_unverified=True if you trust the source."
+            "(--weights-sha256), or allow_unverified=True (--allow-unverified-weights) if you trust the source."
         )
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     cache.mkdir(parents=True, exist_ok=True)

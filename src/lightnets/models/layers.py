@@ -38,8 +38,12 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
 
 def check_width_mult(width_mult: float) -> float:
     """Validate a width multiplier early, with the bad value in the message."""
-    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or not width_mult > 0:
-        raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}")
+    if (
+        not isinstance(width_mult, (int, float))
+        or isinstance(width_mult, bool)
+        or not 0 < width_mult < float("inf")
+    ):
+        raise ValueError(f"width_mult must be a finite number > 0, got {width_mult!r}")
     return float(width_mult)
 
 
