@@ -116,7 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
             label_smoothing=args.label_smoothing, dropout=args.dropout, ema_decay=args.ema, amp=args.amp,
             channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze,
-            head_lr_mult=args.head_lr_mult, input_size=args.input_size, small_input=args.small_input,
+            weights_sha256=args.weights_sha256, allow_unverified=args.allow_unverified_weights,
+            head_lr_mult=args.head_lr_mult, bn_eval=args.bn_eval, input_size=args.input_size,
+            small_input=args.small_input,
             in_chans=args.in_chans, model_args=_model_kwargs(args.model_arg), val_fraction=args.val_fraction,
             workers=args.workers, device=args.device, progress=not args.no_progress,
             max_train_samples=args.max_train_samples,
@@ -159,7 +161,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .inference import annotate_predictions, predict
 
-    result = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size)
+    source, runner = args.checkpoint, None
+    if args.engine != "eager":
+        from .deploy import load_runner
+
+        runner, model, ckpt = load_runner(args.checkpoint, args.engine)
+        source = (model, ckpt)
+    result = predict(source, args.images, topk=args.topk, batch_size=args.batch_size, runner=runner)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -183,6 +191,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- commands added by other modules' owners go below this line (one block per command) ---
+
+
+@_command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from .export import export
+
+    report = export(args.source, args.output, format=args.format, input_size=args.input_size, opset=args.opset,
+                    check=not args.no_check)  # fmt: skip
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"wrote {report.path} ({report.format}, {report.num_bytes / 1e6:.1f} MB, {report.seconds:.1f} s)")
+        if report.max_abs_diff is not None:
+            print(f"checked: onnx.checker ok; onnxruntime vs eager max abs diff {report.max_abs_diff:.2e} "
+                  f"(max |logit| {report.logit_scale:.2e}) at batch sizes {list(report.checked_batch_sizes)}")  # fmt: skip
+        if report.sidecar:
+            print(f"metadata: {report.sidecar}")
+    return 0
+
+
+@_command("check-data")
+def cmd_check_data(args: argparse.Namespace) -> int:
+    import json
+
+    from .checks import check_data
+
+    report = check_data(args.folder, full_decode=not args.quick, in_chans=args.in_chans, workers=args.workers)
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_table())
+    return 0 if report.ok else 1
+
+
+@_command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import benchmark, environment, format_rows, plot_rows
+    from .registry import list_models
+
+    names: list[str] = []
+    for pattern in args.models:
+        matched = list_models(pattern) if any(ch in pattern for ch in "*?[") else [pattern]
+        if not matched:
+            raise ValueError(f"no registered model matches {pattern!r}")
+        names += [n for n in matched if n not in names]
+    rows = benchmark(
+        names, batch_sizes=args.batch_size, input_sizes=args.input_size or [None],
+        threads=args.threads or [None], engines=args.engine, device=args.device, warmup=args.warmup,
+        min_time_s=args.min_time, repeats=args.repeats, rounds=args.rounds,
+    )  # fmt: skip
+    print(format_rows(rows, args.format, env=environment(args.device)))
+    if args.plot:
+        print(f"wrote {plot_rows(rows, args.plot)}", file=sys.stderr)
+    return 0
+
+
+@_command("guidelines")
+def cmd_guidelines(args: argparse.Namespace) -> int:
+    import json
+
+    from .guidelines import format_lab, run_guidelines
+
+    overrides = {"min_time_s": args.min_time, "repeats": args.repeats, "input_size": args.input_size}
+    lab = run_guidelines(
+        args.experiments, setting=args.setting, device=args.device, threads=args.threads,
+        batch_size=args.batch_size, quick=args.quick, out=args.out,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )  # fmt: skip
+    print(json.dumps(lab.to_dict(), indent=2) if args.format == "json" else format_lab(lab))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,8 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", help="pretrained state_dict to start from (head replaced if classes differ)")
+    p.add_argument("--weights-sha256", default=None, help="expected sha256 (or prefix) of --weights")
+    p.add_argument("--allow-unverified-weights", action="store_true",
+                   help="accept a --weights URL that has no sha256 to check (you trust the source)")
     p.add_argument("--freeze", action="store_true", help="train only the classifier (needs --weights)")
     p.add_argument("--head-lr-mult", type=float, default=None)
+    p.add_argument("--bn-eval", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep BatchNorm on its pretrained statistics (default: on when --weights is given)")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--in-chans", type=int, default=None)
@@ -253,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--annotate", metavar="DIR", help="write copies with the predicted label drawn on")
+    p.add_argument("--engine", choices=["eager", "optimized", "onnxruntime", "openvino"], default="eager",
+                   help="inference engine (lightnets.deploy); onnxruntime / openvino need their packages")
 
     p = sub.add_parser("demo", help="the main job: train on scikit-learn's digits, evaluate, predict, report")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-TIME)")
@@ -260,6 +344,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
 
     # --- parsers of commands added by other modules' owners go below this line (one block per command) ---
+    p = sub.add_parser("export", help="export a checkpoint or registered model to ONNX (checked) or safetensors")
+    p.add_argument("source", help="checkpoint file, run directory (best.pt) or registered model name (random weights)")
+    p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx")
+    p.add_argument("--output", "-o", default=None, help="output file (default: SOURCE.FORMAT)")
+    p.add_argument("--input-size", type=_input_size, default=None,
+                   help="N or HxW (default: the checkpoint's preprocessing / the model's own size)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 14-20)")
+    p.add_argument("--no-check", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
+    p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    p = sub.add_parser("check-data", help="try every file of an image folder; counts per class, bad files, warnings")
+    p.add_argument("folder", help="image folder: root/<class>/... or root/train|val|test/<class>/...")
+    p.add_argument("--quick", action="store_true", help="cheaper check: headers, PNG checksums, JPEG end markers")
+    p.add_argument("--in-chans", type=int, choices=[1, 3], default=3, help="decode as RGB (3) or grayscale (1)")
+    p.add_argument("--workers", type=int, default=0, help="decoding threads (0: in the main thread)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = sub.add_parser("bench", help="measured latency / throughput of models beside MACs and memory access cost")
+    p.add_argument("models", nargs="+", help="registered model names or globs, e.g. 'mobilenet_v3_*'")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1])
+    p.add_argument("--input-size", type=_input_size, nargs="+", default=None,
+                   help="N or HxW, several allowed (default: each model's own)")
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="intra-op thread counts (default: torch)")
+    p.add_argument("--engine", nargs="+", default=["eager"],
+                   help="eager, or the engines of lightnets.deploy (optimized, onnxruntime, ...)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls per case first")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per case (at least)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per case (at least)")
+    p.add_argument("--rounds", type=int, default=3, help="cases take turns this many times (interleaving)")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--plot", metavar="FILE.png", help="latency against MACs and memory access cost")
+
+    p = sub.add_parser("guidelines", help="ShuffleNetV2 Section 2 guideline experiments (G1-G4) on this machine")
+    p.add_argument("--experiments", nargs="+", default=["G1", "G2", "G3", "G4"], metavar="G",
+                   help="any of G1 G2 G3 G4 (default: all)")
+    p.add_argument("--setting", choices=["gpu", "arm"], default="gpu",
+                   help="the paper column whose widths and speeds to use (default gpu: GTX 1080Ti widths)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (the paper's ARM runs used 1)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--out", default="runs/guidelines", help="directory for one PNG per experiment")
+    p.add_argument("--quick", action="store_true", help="tiny input, few calls (smoke test; numbers meaningless)")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per configuration")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (at least)")
+    p.add_argument("--input-size", type=int, default=None, help="override the paper's 56 x 56")
+    p.add_argument("--format", choices=["table", "json"], default="table")
     return parser
 
 
@@ -271,8 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        # user-fixable problems: one clear line, no traceback
+    except (ValueError, OSError) as e:
+        # user-fixable problems (bad value, missing path, full disk...): one clear line, no traceback
         print(f"lightnets {args.command}: error: {e}", file=sys.stderr)
         return 2
 
