@@ -56,6 +56,7 @@ class ModelResult:
     build_s: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     others_cpus: float = 0.0  # CPUs other processes kept busy during the batch-1 timing (0 = quiet machine)
+    others_cpus_batch32: float = 0.0  # the same during the batch-32 timing
 
 
 def measure_peak_gflops(threads: int, size: int = 2048, calls: int = 10) -> float:
@@ -137,9 +138,11 @@ def run_model(
     result.others_cpus = others_load(before, cpu_seconds(), time.perf_counter() - start)
     if batch32_rounds:
         x32 = torch.randn(32, 3, 224, 224)
+        before, start = cpu_seconds(), time.perf_counter()
         result.batch32 = time_interleaved(
             {k: (lambda r=r: r(x32)) for k, r in runners.items()}, batch32_rounds, 2
         )
+        result.others_cpus_batch32 = others_load(before, cpu_seconds(), time.perf_counter() - start)
     return result
 
 
@@ -220,6 +223,7 @@ def batch32_table(results: Sequence[ModelResult]) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in results:
+        lines.append(f"| {r.model} | (others' load: {r.others_cpus_batch32:.2f} CPUs) | | | | |")
         eager = r.batch32.get("eager")
         for engine, t in sorted(r.batch32.items(), key=lambda kv: kv[1].median_ms):
             lines.append(

@@ -159,5 +159,7 @@ def test_dynamo_exporter_also_passes_the_checks(tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     model = trained_like_model(smallest_model_name("shufflenet_v2"))
     report = export.export_onnx(model, tmp_path / "d.onnx", input_shape=(1, 3, SIZE, SIZE), exporter="dynamo")
-    assert report.exporter == "dynamo" and report.max_abs_diff <= 1e-4 and report.checked_batch_sizes == (1, 3)
+    assert (
+        report.exporter == "dynamo" and report.max_abs_diff <= 1e-4 and report.checked_batch_sizes == (1, 3)
+    )
     assert set(report.op_counts) <= STANDARD_OPS

@@ -67,6 +67,7 @@ __all__ = [
     "make_runner",
     "optimize",
     "remove_dropout",
+    "torch_threads",
 ]
 
 ENGINES: tuple[str, ...] = ("eager", "optimized", "onnxruntime", "onnxruntime-naive", "openvino")
