@@ -96,6 +96,8 @@ def test_small_input_grayscale(name: str) -> None:
     big = _build(name, num_classes=10, in_chans=1).eval()
     with torch.no_grad():
         assert big.forward_features(torch.randn(1, 1, 224, 224)).shape[-2:] == (7, 7)
+    # small_input changes strides only: every key and shape is the ImageNet model's, so weights transfer
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in big.state_dict().items()}
 
 
 @pytest.mark.parametrize("name", ALL)
