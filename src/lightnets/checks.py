@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import IMG_EXTENSIONS, check_image, find_splits, is_image_file
+from .data import IMG_EXTENSIONS, _dir_key, check_image, find_splits, is_image_file
 from .registry import create_model
 from .transforms import mode_for_chans
 
@@ -116,14 +116,6 @@ def _show(text: str) -> str:
     # File names that are not valid UTF-8 arrive as surrogate escapes; print their bytes as \xNN instead of
     # letting a strict terminal encoding raise.
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _walk(directory: Path, extensions: Sequence[str]) -> tuple[list[Path], list[str], list[Path]]:
