@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .registry import create_model
 from .weights import WeightsError, load_into
 
@@ -32,37 +32,11 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically; on any failure the old file (if any) is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Serialised in memory first: torch's zip writer turns a failing write (a full disk) into a RuntimeError
     # ("unexpected pos ...") that names neither the file nor the cause; a plain write raises the OSError.
     buf = io.BytesIO()
     torch.save(obj, buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror}); the previous file is intact") from e
-        raise
-    # make the rename itself durable
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems do not allow fsync on directories
-        pass
-    return path
+    return atomic_write(path, buf.getbuffer(), what="checkpoint")
 
 
 def build_checkpoint(

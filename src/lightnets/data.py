@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .atomic import atomic_write
 from .transforms import (
     TENSOR_MODES,
     check_preprocessing,
@@ -490,11 +491,8 @@ def save_split(
         doc["val_files"] = [files[i] for i in doc["val"]]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # surrogateescape: file names that are not valid UTF-8 (e.g. Latin-1 bytes) round-trip unchanged
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(doc, indent=1, ensure_ascii=False), what="split file")
 
 
 def load_split(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 import warnings
@@ -26,6 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import atomic_write, display_name, write_json
 from .metrics import EvalResult, confusion_matrix_csv, most_confused, per_class_csv
 
 PathOrFile = str | os.PathLike | BinaryIO
@@ -44,14 +44,14 @@ def _new_figure(width: float, height: float, dpi: int = 100) -> Any:
 def _save_png(fig: Any, path: PathOrFile) -> Path | None:
     # No "Software" metadata: keeps the PNG (and the report) free of the matplotlib URL and version.
     # Class names in scripts the default font lacks (e.g. CJK) draw as boxes; their warnings are dropped.
-    out = None
-    if isinstance(path, str | os.PathLike):
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from font")
-        fig.savefig(out if out is not None else path, format="png", metadata={"Software": None})
-    return out
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    if isinstance(path, str | os.PathLike):
+        return atomic_write(path, buf.getbuffer(), what="plot")
+    path.write(buf.getvalue())
+    return None
 
 
 def _finite(v: Any) -> bool:
@@ -132,6 +132,10 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathOrFile) -> Path 
                 linewidth=1.6,
                 label=_plain_text(k),
             )
+        if title == "loss":
+            # a huge first validation loss (the digits demo starts near 380) flattens every later epoch to a
+            # line at 0 on a linear axis; a log axis keeps all of them readable
+            ax.set_yscale(_loss_scale([y for k in keys for y in _series(history, k)[1]]))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel({"accuracy": "accuracy (%)"}.get(title, title))
@@ -140,6 +144,14 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathOrFile) -> Path 
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return _save_png(fig, path)
+
+
+def _loss_scale(values: Sequence[float], max_ratio: float = 30.0) -> str:
+    """"log" when the positive losses span more than ``max_ratio`` (so a linear axis would hide the later
+    epochs), else "linear"."""
+    if not values or min(values) <= 0:
+        return "linear"
+    return "log" if max(values) / min(values) > max_ratio else "linear"
 
 
 def _short(name: str, limit: int = 24) -> str:
@@ -273,7 +285,7 @@ def annotate_image(image: Image.Image, text: str, min_width: int = 224) -> Image
 
 # ------------------------------------------------------------------------------------------ the report
 def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+    return html.escape(display_name(str(x)), quote=True)
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -556,9 +568,7 @@ def write_report(
 <section id="worst"><h2>Worst misclassified samples</h2>{worst_html}</section>
 </main></body></html>
 """
-    out = run_dir / "report.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+    return atomic_write(run_dir / "report.html", page, what="report")
 
 
 def save_eval_artifacts(run_dir: str | os.PathLike, eval_result: EvalResult) -> dict[str, Path]:
@@ -571,11 +581,9 @@ def save_eval_artifacts(run_dir: str | os.PathLike, eval_result: EvalResult) -> 
         "confusion_matrix": run_dir / "confusion_matrix.csv",
         "per_class": run_dir / "per_class.csv",
     }
-    paths["eval"].write_text(
-        json.dumps(eval_result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    paths["confusion_matrix"].write_text(
-        confusion_matrix_csv(eval_result.confusion, eval_result.class_names), encoding="utf-8"
-    )
-    paths["per_class"].write_text(per_class_csv(eval_result.per_class), encoding="utf-8")
+    # atomic (a full disk leaves no 0-byte eval.json) and lossless (file names that are not UTF-8 survive)
+    write_json(paths["eval"], eval_result.to_dict(), what="evaluation file")
+    atomic_write(paths["confusion_matrix"], confusion_matrix_csv(eval_result.confusion, eval_result.class_names),
+                 what="evaluation file")  # fmt: skip
+    atomic_write(paths["per_class"], per_class_csv(eval_result.per_class), what="evaluation file")
     return paths

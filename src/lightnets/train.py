@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from .analysis import count_macs, count_params
+from .atomic import atomic_write, write_json
 from .checks import check_model_config
 from .data import DatasetSplits, FolderLoader, default_preprocessing, load_dataset, make_loader
 from .distributed import (
@@ -206,16 +208,14 @@ def _default_out(cfg: TrainConfig) -> str:
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
-    # checkpoint writes cut short by a kill leave their temporary files (see checkpoint.atomic_save); called
+    # writes cut short by a kill leave their temporary files (see atomic.atomic_write); called
     # with the lock held, when no one else can be writing them
-    for tmp in run_dir.glob(".*.pt.*.tmp"):
+    for tmp in run_dir.glob(".*.*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 # ----------------------------------------------------------------------------------------- resolution
@@ -418,8 +418,7 @@ def _run(
             if part is not None:
                 skipped += [(str(p), r) for p, r in part.scan(check=True)]
         if skipped:
-            (run_dir / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped), encoding="utf-8",
-                                                 errors="surrogateescape")  # fmt: skip
+            atomic_write(run_dir / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in skipped))
             say(f"skipped {len(skipped)} unreadable file(s), listed in {run_dir / 'skipped.txt'}")
     elif not splits.in_memory:
         for part in (splits.train, splits.val, splits.test):
@@ -622,12 +621,11 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    atomic_write(path, buf.getvalue(), what="metrics file")
 
 
 def _finish(
