@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .data import IMG_EXTENSIONS, _dir_key, check_image, find_splits, is_image_file
+from .limits import check_fits
 from .registry import create_model
 from .transforms import mode_for_chans
 
@@ -279,8 +280,12 @@ def check_model_config(
     model_kwargs: Mapping[str, Any] | None = None,
     input_size: int | Sequence[int] | None = None,
     batch_size: int = 2,
+    device: str | torch.device = "cpu",
 ) -> None:
     """Refuse, with a ValueError naming the value, a model configuration that cannot train.
+
+    An input size whose activations cannot fit in the memory of ``device`` is refused first, from an estimate
+    at a small size (``limits.check_fits``), before anything that large is allocated.
 
     The model is built (so bad keyword arguments fail here, including ones that only overflow deep inside a
     builder).  With ``input_size`` (an int or (H, W)), one image of that size goes through it in eval mode,
@@ -306,6 +311,7 @@ def check_model_config(
         raise ValueError(f"input size must be positive, got {h}x{w}")
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
+    check_fits(model, (h, w), batch_size, in_chans=int(kwargs.get("in_chans", 3)), training=True, device=device)
     maps: list[tuple[int, str, tuple[int, ...]]] = []
     hooks = [
         module.register_forward_pre_hook(

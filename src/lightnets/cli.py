@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .atomic import display_name
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -68,13 +70,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from .analysis import profile
+    from .analysis import _in_chans, profile
+    from .limits import check_fits
     from .registry import create_model, get_card
 
     card = get_card(args.model)
     model = create_model(args.model, **_model_kwargs(args.model_arg))
     size = args.input_size or (card.input_size, card.input_size)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {args.batch_size}")
+    check_fits(model, size, args.batch_size, in_chans=_in_chans(model), training=False)
     prof = profile(model, input_size=size, batch_size=args.batch_size, dtype=dtype)
     if args.format == "json":
         print(prof.to_json(per_layer=args.per_layer))
@@ -102,12 +108,30 @@ def _print_eval(result, top: int = 10) -> None:
             print(f"  {where}: {item.describe(result.class_names)}  loss {item.loss:.3f}")
 
 
+# train options whose config field is named differently (or whose value is transformed)
+_TRAIN_FIELDS = {"ema": "ema_decay", "allow_unverified_weights": "allow_unverified", "model_arg": "model_args",
+                 "no_progress": "progress"}  # fmt: skip
+
+
+def _resume_overrides(args: argparse.Namespace) -> dict:
+    """The training settings typed beside --resume, by config field (the run's own values fill in the rest)."""
+    out = {}
+    for dest in sorted(getattr(args, "given", set()) - {"resume"}):
+        value = getattr(args, dest)
+        if dest == "model_arg":
+            value = _model_kwargs(value)
+        elif dest == "no_progress":
+            value = not value
+        out[_TRAIN_FIELDS.get(dest, dest)] = value
+    return out
+
+
 @_command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     if args.resume:
-        result = train(resume=args.resume, log_fn=print)
+        result = train(resume=args.resume, overrides=_resume_overrides(args), log_fn=print)
     else:
         if not args.model or not args.data:
             raise ValueError("train needs --model and --data (or --resume RUN_DIR)")
@@ -131,6 +155,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_file(path: str) -> str:
+    """The checkpoint a path names; says on stderr when a run directory's last.pt stands in for its best.pt."""
+    from .checkpoint import resolve_checkpoint
+
+    resolved, note = resolve_checkpoint(path)
+    if note:
+        print(f"lightnets: note: {display_name(note)}", file=sys.stderr)
+    return str(resolved)
+
+
 @_command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
@@ -139,7 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_checkpoint
     from .report import plot_confusion_matrix, save_eval_artifacts
 
-    result, _, ckpt = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
+    result, _, ckpt = evaluate_checkpoint(_checkpoint_file(args.checkpoint), args.data, split=args.split, batch_size=args.batch_size,
                                           workers=args.workers, worst_n=args.worst)  # fmt: skip
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -161,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .inference import annotate_predictions, predict
 
-    source, runner = args.checkpoint, None
+    source, runner = _checkpoint_file(args.checkpoint), None
     if args.engine != "eager":
         from .deploy import load_runner
 
@@ -392,17 +426,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given_dests(argv: Sequence[str]) -> set[str]:
+    """Destinations of the options actually typed: argparse fills the others with defaults, which a resumed run
+    must not mistake for new values."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    a.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.given = _given_dests(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
-        # user-fixable problems (bad value, missing path, full disk...): one clear line, no traceback
-        print(f"lightnets {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as e:
+        # user-fixable problems (bad value, missing path, full disk, a diverging learning rate...): one clear
+        # line, no traceback
+        print(f"lightnets {args.command}: error: {display_name(str(e))}", file=sys.stderr)
         return 2
 
 

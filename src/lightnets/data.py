@@ -977,6 +977,12 @@ def load_dataset(
             raise DataFormatError(
                 f"{path}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] pair"
             )
+        if kind in ("fashion-mnist", "mnist") and "test" not in pairs:
+            # these datasets ship a test set; without it every result would silently come from a split of train
+            raise DataFormatError(
+                f"{path}: {kind} test files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) are missing; "
+                f"add them, or use idx:{path} to train without a test split"
+            )
         images, labels = load_idx_pair(*pairs["train"])
         n_cls = int(labels.max()) + 1
         if kind == "fashion-mnist":

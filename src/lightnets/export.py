@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write, write_json
+
 __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
@@ -364,9 +366,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _write_sidecar(path: Path, metadata: dict[str, Any]) -> Path:
-    sidecar = path.with_name(path.name + ".json")
-    sidecar.write_text(json.dumps(metadata, indent=2) + "\n")
-    return sidecar
+    return write_json(path.with_name(path.name + ".json"), metadata, what="metadata file")
 
 
 def export_onnx(
@@ -421,8 +421,7 @@ def export_onnx(
                 f"onnxruntime output differs from eager by {report.max_abs_diff:.3g} (> {parity_atol:g}) for "
                 f"{type(model).__name__} at batch sizes {batches}; the export was not written"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    atomic_write(path, data, what="ONNX file")
     if metadata:
         report.sidecar = _write_sidecar(path, meta)
     report.num_bytes = len(data)
@@ -441,7 +440,7 @@ def export_safetensors(
     sidecar: bool = False,
 ) -> ExportReport:
     """Write ``model``'s weights as safetensors with arch / kwargs / classes / preprocessing in its metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     start = time.perf_counter()
     path = Path(path)
@@ -451,8 +450,7 @@ def export_safetensors(
         meta["classes"] = list(classes)
     if preprocessing is not None:
         meta["preprocessing"] = dict(preprocessing)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=_metadata_strings(meta))
+    atomic_write(path, save(state, metadata=_metadata_strings(meta)), what="safetensors file")
     report = ExportReport(path=path, format="safetensors", metadata=meta, num_bytes=path.stat().st_size)
     if sidecar:
         report.sidecar = _write_sidecar(path, meta)
@@ -516,6 +514,8 @@ def export(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if output is not None and Path(output).is_dir():
+        raise ValueError(f"output {output} is a directory; give a file name, e.g. {Path(output) / ('model.' + format)}")
     model, meta, shape = _resolve_source(source)
     if input_size is not None:
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)

@@ -43,6 +43,9 @@ def evaluate_checkpoint(
     a dataset with a subset of the classes is fine, its labels are mapped by name).  Returns
     (result, dataset, checkpoint).
     """
+    for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("worst_n", worst_n, 0)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
     model, ckpt = load_for_inference(source)
     classes = list(ckpt["classes"])
     chans = int(ckpt["preprocessing"].get("in_chans", ckpt["kwargs"].get("in_chans", 3)))
@@ -72,12 +75,14 @@ def evaluate_checkpoint(
 
 
 def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:
-    """Relabel a dataset whose class list differs from the checkpoint's (matched by name)."""
+    """A relabelled copy of a dataset whose class list differs from the checkpoint's (matched by name); the
+    dataset itself is left as it is (ImageFolder's ``targets`` is derived from ``samples``)."""
     if hasattr(ds, "images"):  # in-memory
         return type(ds)(ds.images, torch.tensor(mapping)[ds.labels], classes, getattr(ds, "name", ""))
-    ds.samples = [(p, mapping[t]) for p, t in ds.samples]
-    ds.targets = [t for _, t in ds.samples]
-    return ds
+    out = ds.subset(range(len(ds)))
+    out.samples = [(p, mapping[t]) for p, t in ds.samples]
+    out.classes, out.class_to_idx = list(classes), {c: i for i, c in enumerate(classes)}
+    return out
 
 
 @dataclass
@@ -133,6 +138,8 @@ def predict(
     """
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, ckpt = source if isinstance(source, tuple) else load_for_inference(source)
     classes = list(ckpt["classes"])
     prep = ckpt["preprocessing"]

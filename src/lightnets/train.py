@@ -16,6 +16,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -58,6 +59,9 @@ from .registry import create_model, get_card
 from .transforms import eval_transform
 
 log = logging.getLogger(__name__)
+
+
+MAX_LR = 10.0  # sanity bound: no recipe for these models uses a base rate above 1 (SGD, batch 256 scale: 0.1)
 
 
 class RunDirError(ValueError):
@@ -106,9 +110,18 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
-            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay is None or self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.lr is None or 0 < self.lr <= MAX_LR,
+             f"lr must be a number > 0 and <= {MAX_LR:g} (larger rates diverge at the first steps), got {self.lr}"),
+            (self.weight_decay is None or 0 <= self.weight_decay < math.inf,
+             f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
+            (0 <= self.warmup_epochs < math.inf, f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"),
+            (self.in_chans is None or self.in_chans in (1, 3), f"in_chans must be 1 or 3 (or omitted: the data's), got {self.in_chans}"),
+            (self.head_lr_mult is None or 0 < self.head_lr_mult < math.inf,
+             f"head_lr_mult must be a finite number > 0, got {self.head_lr_mult}"),
+            (self.head_lr_mult is None or self.weights,
+             "head_lr_mult sets the rate of a new classifier over pretrained features: it needs --weights"),
+            (not self.bn_eval or self.weights,
+             "bn_eval keeps BatchNorm on pretrained statistics: it needs --weights (a fresh model has none)"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16, got {self.amp!r}"),
@@ -216,6 +229,42 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
 
 def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj)
+
+
+# settings a continued run may change: they do not change its results
+RESUME_FREE = ("workers", "device", "progress")
+
+
+def resume_overrides(cfg: TrainConfig, overrides: dict[str, Any], run_dir: Path) -> tuple[TrainConfig, int | None]:
+    """``cfg`` (a run's saved config) with the settings given again on ``--resume`` applied, and the epoch count
+    it had when ``epochs`` grows (None otherwise).
+
+    A larger ``epochs`` extends the run: its cosine schedule is re-planned over the new total from the current
+    step on (the epochs already trained keep their rates).  Fewer epochs, or any other setting that differs
+    from the run's own, are refused naming both values: the continued run would no longer be the run its files
+    describe.  A value equal to the run's own is accepted, so repeating the original command with
+    ``--resume`` works."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    extended_from = None
+    cfg = dataclasses.replace(cfg)
+    for name, value in overrides.items():
+        if name not in fields:
+            raise ValueError(f"cannot resume {run_dir} with {name}={value!r}: not a training setting")
+        old = getattr(cfg, name)
+        if name == "out":
+            if Path(value).resolve() != run_dir.resolve():
+                raise ValueError(f"cannot resume {run_dir} into --out {value}: a resumed run stays in its directory")
+        elif name in RESUME_FREE:
+            setattr(cfg, name, value)
+        elif name == "epochs" and isinstance(value, int) and value > old:
+            extended_from, cfg.epochs = old, value
+        elif name == "epochs" and value != old:
+            raise ValueError(f"cannot resume {run_dir} with epochs={value}: the run is planned for {old} epochs "
+                             "(config.json); epochs can only grow (to extend the run)")  # fmt: skip
+        elif value != old:
+            raise ValueError(f"cannot resume {run_dir} with {name}={value!r}: the run was started with {name}={old!r} "
+                             "(config.json); start a new run (another --out) to change it")  # fmt: skip
+    return cfg, extended_from
 
 
 # ----------------------------------------------------------------------------------------- resolution
@@ -332,11 +381,17 @@ def train(
     config: TrainConfig | None = None,
     *,
     resume: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
     log_fn: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Run (or continue, with ``resume=RUN_DIR``) a training run.  ``log_fn`` receives one line per epoch."""
+    """Run (or continue, with ``resume=RUN_DIR``) a training run.  ``log_fn`` receives one line per epoch.
+
+    ``overrides`` (with ``resume``) are settings given again for the continued run (see ``resume_overrides``):
+    a larger ``epochs`` extends the run, the settings that do not change results (workers, device, progress)
+    may differ, and any other value must equal the run's own."""
     say = log_fn or log.info
     started = time.perf_counter()
+    extended_from = None
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").is_file():
@@ -344,6 +399,7 @@ def train(
         saved = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig(**saved["config"])
         cfg.out = str(run_dir)
+        cfg, extended_from = resume_overrides(cfg, overrides or {}, run_dir)
     else:
         if config is None:
             raise ValueError("train() needs a config or resume=RUN_DIR")
@@ -369,12 +425,17 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
         _remove_stale_temporaries(run_dir)
+        if extended_from is not None:  # the new plan goes down first, so a kill from here on resumes it
+            saved = json.loads((run_dir / "config.json").read_text())
+            saved["config"]["epochs"] = cfg.epochs
+            saved.setdefault("extensions", []).append({"from_epochs": extended_from, "to_epochs": cfg.epochs})
+            _write_json(run_dir / "config.json", saved)
         if resume is None:
             # the config goes down at once, so a run killed at any later moment can be continued with --resume
             # (without a last.pt that starts it afresh); _run adds the resolved kwargs once the data is loaded
             _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg)})
     try:
-        return _run(cfg, run_dir, resume is not None, device, dist_info, say, started)
+        return _run(cfg, run_dir, resume is not None, device, dist_info, say, started, extended_from)
     except BaseException:
         # a new run that fails before its first checkpoint holds nothing to continue: leave the directory
         # startable again with the same command (a SIGKILL skips this and leaves it resumable instead)
@@ -395,6 +456,7 @@ def _run(
     dist_info: DistInfo,
     say: Callable[[str], None],
     started: float,
+    extended_from: int | None = None,
 ) -> RunResult:
     main = dist_info.is_main
     seed_everything(cfg.seed)
@@ -424,6 +486,7 @@ def _run(
         for part in (splits.train, splits.val, splits.test):
             if part is not None:
                 part.scan(check=True)
+    _check_classes(splits, skipped, cfg.data, say if main else lambda _: None)
     train_ds = _subset_prefix(splits.train, cfg.max_train_samples)
     if len(train_ds) < cfg.batch_size * dist_info.world_size:
         raise ValueError(
@@ -440,7 +503,7 @@ def _run(
     if cfg.dropout is not None:
         kwargs["dropout"] = cfg.dropout
     kwargs = {**get_card(cfg.model).kwargs, **kwargs}
-    check_model_config(cfg.model, kwargs, size, cfg.batch_size)  # e.g. 1x1 feature maps in batches of one
+    check_model_config(cfg.model, kwargs, size, cfg.batch_size, device)  # e.g. 1x1 maps in batches of one
     model = create_model(cfg.model, weights=cfg.weights, weights_sha256=cfg.weights_sha256,
                          allow_unverified=cfg.allow_unverified, **kwargs)
     head = model.classifier_name()
@@ -523,6 +586,11 @@ def _run(
         history, best, best_epoch = train_state["history"], train_state["best"], train_state["best_epoch"]
         _set_rng_state(train_state["rng"])
         say(f"resumed {run_dir} at epoch {start_epoch}/{cfg.epochs}")
+        if extended_from is not None:
+            before = cosine_lr(max(step - 1, 0), total_steps=steps_per_epoch * extended_from,
+                               warmup_steps=warmup_steps, base_lr=lr)  # fmt: skip
+            say(f"extended from {extended_from} to {cfg.epochs} epochs: the cosine schedule is re-planned over "
+                f"{cfg.epochs} epochs from step {step} on (lr {before:.3g} -> {lr_at(step):.3g}; recorded in config.json)")  # fmt: skip
     elif main:
         _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "lightnets_kwargs": kwargs,
                                              "preprocessing": preprocessing, "world_size": dist_info.world_size})  # fmt: skip
@@ -607,6 +675,22 @@ def _run(
         return RunResult(run_dir, best_epoch, None, None, "", history, time.perf_counter() - started, None, skipped)
     return _finish(cfg, run_dir, splits, classes, preprocessing, model_card, history, best_epoch, device,
                    skipped, started)  # fmt: skip
+
+
+def _check_classes(splits: DatasetSplits, skipped: list[tuple[str, str]], source: str, say: Callable[[str], None]) -> None:
+    """Refuse a training set that cannot make a classifier (no readable image, a single class); warn about a
+    class with no training image (the model gets an output it never learns)."""
+    counts = np.bincount(np.asarray(splits.train.targets, dtype=np.int64), minlength=len(splits.classes))
+    if counts.sum() == 0:
+        raise ValueError(f"all {len(skipped)} image files of the training set of {source} are unreadable "
+                         "(listed in skipped.txt); run `lightnets check-data` on the folder to see why")  # fmt: skip
+    if len(splits.classes) < 2:
+        raise ValueError(f"{source} has a single class ({splits.classes[0]!r}): a classifier needs at least two "
+                         "(every prediction would be that class, at 100 % accuracy)")  # fmt: skip
+    empty = [c for c, n in zip(splits.classes, counts.tolist(), strict=True) if n == 0]
+    if empty:
+        say(f"warning: class(es) {empty} have no readable training image: the model gets output(s) it never "
+            "learns (remove the folder, or see `lightnets check-data`)")  # fmt: skip
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
