@@ -98,14 +98,14 @@ def _print_eval(result, top: int = 10) -> None:
           f"macro F1 {s['macro_f1']:.4f}")
     print(f"{'class':<24} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}")
     for row in result.per_class:
-        label = row["class"] if row["kind"] == "class" else f"({row['kind']} avg)"
+        label = display_name(str(row["class"])) if row["kind"] == "class" else f"({row['kind']} avg)"
         print(f"{str(label)[:24]:<24} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
               f"{row['support']:>8}")
     if result.worst:
         print(f"worst {min(top, len(result.worst))} misclassified:")
         for item in result.worst[:top]:
             where = item.path or f"#{item.index}"
-            print(f"  {where}: {item.describe(result.class_names)}  loss {item.loss:.3f}")
+            print(display_name(f"  {where}: {item.describe(result.class_names)}  loss {item.loss:.3f}"))
 
 
 # train options whose config field is named differently (or whose value is transformed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -97,6 +98,16 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> context
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def progress_bar(total: int, desc: str) -> Any:
+    """A tqdm bar for one epoch, or None when stdout or stderr is not a terminal (CI, ``> log``, nohup): there a
+    bar's carriage-return frames would flood the log, and the one line per epoch the run prints says it all."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="batch")
 
 
 def train_one_epoch(

@@ -51,6 +51,7 @@ from .engine import (
     freeze_backbone,
     keep_frozen_norms_in_eval,
     param_groups,
+    progress_bar,
     train_one_epoch,
     with_indices,
 )
@@ -609,11 +610,7 @@ def _run(
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         train_loader.set_epoch(epoch)
-        bar = None
-        if main and cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="batch")
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}") if main and cfg.progress else None
         stats = train_one_epoch(net, train_loader, optimizer, step=step, lr_at=lr_at,
                                 label_smoothing=cfg.label_smoothing, device=device, amp_dtype=amp_dtype,
                                 channels_last=channels_last, ema=ema, scaler=scaler, progress=bar,
