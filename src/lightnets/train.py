@@ -679,8 +679,10 @@ def _check_classes(splits: DatasetSplits, skipped: list[tuple[str, str]], source
     class with no training image (the model gets an output it never learns)."""
     counts = np.bincount(np.asarray(splits.train.targets, dtype=np.int64), minlength=len(splits.classes))
     if counts.sum() == 0:
-        raise ValueError(f"all {len(skipped)} image files of the training set of {source} are unreadable "
-                         "(listed in skipped.txt); run `lightnets check-data` on the folder to see why")  # fmt: skip
+        others = sum(len(p) for p in (splits.val, splits.test) if p is not None)
+        what = (f"all {len(skipped)} image files of {source} are unreadable (listed in skipped.txt)" if not others
+                else f"no training image of {source} is readable ({len(skipped)} unreadable files listed in skipped.txt)")  # fmt: skip
+        raise ValueError(f"{what}; run `lightnets check-data` on the folder to see why")
     if len(splits.classes) < 2:
         raise ValueError(f"{source} has a single class ({splits.classes[0]!r}): a classifier needs at least two "
                          "(every prediction would be that class, at 100 % accuracy)")  # fmt: skip
