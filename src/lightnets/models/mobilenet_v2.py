@@ -22,7 +22,9 @@ convention reproduces it exactly too (tests/test_mobilenet_v2.py).  Table 4's 6.
 is not reached by Table 2 at 1.4 with any of these policies; the released 1.4 checkpoint has 6.06M.
 
 TensorFlow / Keras weights (``lightnets convert``): ``padding="same"`` (TF's SAME rule, ``layers.PADDING_MODES``)
-and ``bn_eps=1e-3`` (Keras's BatchNorm epsilon).  Keras's ``MobileNetV2`` otherwise has this network: its
+and ``bn_eps=1e-3`` (Keras's BatchNorm epsilon).  A Keras model built without a fixed input size pads its
+stride-2 depthwise convs as SAME does for even sizes at every size while its stem is SAME proper:
+``padding="same_even", stem_padding="same"``.  Keras's ``MobileNetV2`` otherwise has this network: its
 widths are ``make_divisible(int(c * alpha), 8)`` (equal to the rule above at every published alpha), its head
 the same 1280 / ``make_divisible(1280 * alpha, 8)`` rule, and its classifier a Dense layer without dropout.
 
@@ -156,11 +158,13 @@ class MobileNetV2(ClassifierModel):
         norm_layer: LayerFactory | None = nn.BatchNorm2d,
         act_layer: LayerFactory | None = nn.ReLU6,
         padding: str = "symmetric",
+        stem_padding: str | None = None,
         bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = _check_num_classes(num_classes)
         self.padding = padding = check_padding(padding)
+        stem_padding = padding if stem_padding is None else check_padding(stem_padding)
         norm_layer = batchnorm_with_eps(norm_layer, bn_eps)
         self.width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
@@ -171,7 +175,8 @@ class MobileNetV2(ClassifierModel):
         stem_stride = 1 if small_input else 2
         layers: list[nn.Module] = [
             ConvNormAct(
-                in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer, padding=padding
+                in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer,
+                padding=stem_padding,
             )
         ]
         first_stride2 = True

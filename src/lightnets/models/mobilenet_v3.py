@@ -42,7 +42,9 @@ above.  At 0.75 and 1.0 it equals the paper policy; at e.g. 0.5 the stem (16 vs 
 Keras's network is this one: SE width ``make_divisible(expanded / 4)`` with biases, hard-sigmoid
 ``relu6(x + 3) / 6`` (PyTorch's ``Hardsigmoid``; Keras 3 no longer uses the 0.2x + 0.5 form), hard-swish
 ``x * relu6(x + 3) / 6``, BatchNorm eps 1e-3, a biased 1x1 conv head (our ``classifier.0`` Linear).  Its
-stride-2 depthwise convs are padded by TF's SAME rule (``correct_pad``): ``padding="same"`` here.
+stride-2 depthwise convs are padded by TF's SAME rule for the size the model was built for (``correct_pad``):
+``padding="same"`` here; built without a size (Keras's default for V3) they pad as SAME does for even sizes,
+at every size, while the stem stays SAME: ``padding="same_even", stem_padding="same"``.
 
 ``small_input=True`` (28-64 px images): the stem conv and the first stride-2 bottleneck get stride 1, so the
 total stride is 8 instead of 32.  Residual connections stay where the table puts them; channels and
@@ -316,9 +318,11 @@ class MobileNetV3(ClassifierModel):
         minimalistic: bool = False,
         width_policy: WidthPolicy | str = WidthPolicy.TORCHVISION,
         padding: str = "symmetric",
+        stem_padding: str | None = None,
     ) -> None:
         super().__init__()
         self.padding = padding = check_padding(padding)
+        stem_padding = padding if stem_padding is None else check_padding(stem_padding)
         width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
         in_chans = check_positive_int("in_chans", in_chans)
@@ -336,7 +340,7 @@ class MobileNetV3(ClassifierModel):
         layers: list[nn.Module] = [
             ConvNormAct(
                 in_chans, stem, 3, stride=1 if small_input else 2, norm_layer=norm_layer, act_layer=outer_act,
-                padding=padding,
+                padding=stem_padding,
             )
         ]
         first_downsample = (
@@ -388,7 +392,7 @@ def _mobilenet_v3(arch: MobileNetV3Arch, **kwargs: Any) -> MobileNetV3:
 
 def mobilenet_v3_large(**kwargs: Any) -> MobileNetV3:
     """MobileNetV3-Large (Table 1).  Keywords: num_classes, width_mult, dropout, in_chans, small_input,
-    norm_layer, minimalistic, width_policy, padding."""
+    norm_layer, minimalistic, width_policy, padding, stem_padding."""
     return _mobilenet_v3(LARGE, **kwargs)
 
 
