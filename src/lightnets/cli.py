@@ -370,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 14-20)")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
-    p = sub.add_parser("convert", help="Keras weights (.keras, .weights.h5, .h5) to a lightnets checkpoint")
-    p.add_argument("source", help="keras.applications MobileNet / MobileNetV2 / MobileNetV3 file")
+    p = sub.add_parser("convert", help="TF / Keras weights (.keras, .weights.h5, .h5, .tflite) to a lightnets checkpoint")
+    p.add_argument("source", help="keras.applications MobileNet / V2 / V3 file, or a MobileNet .tflite file")
     p.add_argument("--model", required=True, choices=["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
                    "mobilenet_v3_small"], help="the family; width, resolution and classes come from the file")
     p.add_argument("--output", "-o", required=True, help="checkpoint to write (.pt)")
