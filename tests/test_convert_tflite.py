@@ -17,12 +17,11 @@ from torch import nn
 pytest.importorskip("tflite", reason="tflite not installed (pip install 'lightnets[convert]')")
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert not installed")
 
-from tflite_writer import write_tflite  # noqa: E402
-
 from lightnets import create_model  # noqa: E402
 from lightnets.cli import main  # noqa: E402
 from lightnets.convert import ConvertError, from_tflite  # noqa: E402
 from lightnets.convert.tflite import quantized_input_preprocessing  # noqa: E402
+from tflite_writer import write_tflite  # noqa: E402
 
 
 def seeded(name: str, **kwargs: object) -> nn.Module:
