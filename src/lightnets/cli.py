@@ -227,6 +227,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- commands added by other modules' owners go below this line (one block per command) ---
 
 
+@_command("convert")
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+
+    classes = None
+    if args.classes:
+        from pathlib import Path
+
+        text = Path(args.classes).read_text(encoding="utf-8") if Path(args.classes).is_file() else args.classes
+        classes = [c.strip() for c in text.replace(",", "\n").splitlines() if c.strip()]
+    fields = convert_file(args.source, args.model, args.output, classes=classes)
+    kw = fields["kwargs"]
+    print(f"wrote {args.output}: {fields['arch']} {kw} ({kw['num_classes']} classes) from "
+          f"{fields['converted_from']['format']}")  # fmt: skip
+    return 0
+
+
 @_command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     import json
@@ -387,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 14-20)")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    p = sub.add_parser("convert", help="TF / Keras weights (.keras, .weights.h5, .h5, .tflite) to a lightnets checkpoint")
+    p.add_argument("source", help="keras.applications MobileNet / V2 / V3 file, or a MobileNet .tflite file")
+    p.add_argument("--model", required=True, choices=["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                   "mobilenet_v3_small"], help="the family; width, resolution and classes come from the file")
+    p.add_argument("--output", "-o", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--classes", default=None, help="class names: a text file (one a line) or a comma list")
     p = sub.add_parser("check-data", help="try every file of an image folder; counts per class, bad files, warnings")
     p.add_argument("folder", help="image folder: root/<class>/... or root/train|val|test/<class>/...")
     p.add_argument("--quick", action="store_true", help="cheaper check: headers, PNG checksums, JPEG end markers")

@@ -341,6 +341,21 @@ class RunResult:
         return out
 
 
+def _weights_arch_kwargs(weights: str | None) -> dict[str, Any]:
+    """The architecture keywords of a lightnets checkpoint given as --weights (e.g. ``padding="same"``,
+    ``bn_eps`` of a converted TF model): keys alone do not show them, and weights built for them are wrong
+    without them.  Class count, input channels and dropout stay the run's own."""
+    if weights is None or "://" in weights:
+        return {}
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(weights)
+    except CheckpointError:
+        return {}  # a plain state_dict: nothing recorded
+    return {k: v for k, v in ckpt["kwargs"].items() if k not in ("num_classes", "in_chans", "dropout", "small_input")}
+
+
 def _subset_prefix(ds: Any, n: int | None) -> Any:
     if n is None or n >= len(ds):
         return ds
@@ -503,7 +518,7 @@ def _run(
                               **cfg.model_args}  # fmt: skip
     if cfg.dropout is not None:
         kwargs["dropout"] = cfg.dropout
-    kwargs = {**get_card(cfg.model).kwargs, **kwargs}
+    kwargs = {**get_card(cfg.model).kwargs, **_weights_arch_kwargs(cfg.weights), **kwargs}
     check_model_config(cfg.model, kwargs, size, cfg.batch_size, device)  # e.g. 1x1 maps in batches of one
     model = create_model(cfg.model, weights=cfg.weights, weights_sha256=cfg.weights_sha256,
                          allow_unverified=cfg.allow_unverified, **kwargs)

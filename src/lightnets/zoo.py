@@ -23,6 +23,24 @@ def _primary_ref(refs: tuple[PaperRef, ...], input_size: int) -> PaperRef | None
     return refs[0] if refs else None
 
 
+#: Families whose ImageNet weights keras.applications publishes at the registered widths (MobileNet alpha
+#: 0.25-1.0, MobileNetV2 0.35-1.4, MobileNetV3 Large / Small 1.0 and 0.75, minimalistic 1.0); ``lightnets
+#: convert`` turns those files into checkpoints (tests/test_convert_keras.py checks the conversion is exact).
+KERAS_WEIGHTS_FAMILIES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3")
+
+
+def pretrained_sources(name: str) -> str:
+    """Where loadable pretrained weights for ``name`` come from: torchvision's .pth files (load directly with
+    ``create_model(name, weights=...)``), Keras applications files (via ``lightnets convert``), or none."""
+    card = get_card(name)
+    sources = []
+    if card.torchvision_name:
+        sources.append("torchvision .pth")
+    if card.family in KERAS_WEIGHTS_FAMILIES:
+        sources.append("Keras .h5 (convert)")
+    return ", ".join(sources) or "none"
+
+
 def model_row(name: str) -> dict[str, Any]:
     """Measured params and MACs (batch 1, the card's input size) with the paper's reference numbers."""
     card = get_card(name)
@@ -39,6 +57,7 @@ def model_row(name: str) -> dict[str, Any]:
         "paper_macs": ref.macs if ref else None,
         "paper_top1": ref.top1 if ref else None,
         "source": ref.source if ref else "",
+        "pretrained": pretrained_sources(name),
     }
 
 
@@ -58,6 +77,7 @@ COLUMNS = [
     ("macs", "MACs (M)"),
     ("paper_macs", "paper MACs (M)"),
     ("paper_top1", "paper top-1 (%)"),
+    ("pretrained", "pretrained weights"),
 ]
 
 

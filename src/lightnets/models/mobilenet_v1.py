@@ -18,6 +18,11 @@ Choices, stated because references differ:
 - Table 1 prints stride 2 for the last depthwise layer, but its input and output are both 7x7; the
   network (and every reference implementation) uses stride 1 there, as below.
 - Dropout: 1e-3 before the classifier (the Keras / TF-slim default; the paper gives no value).
+- Padding (``padding=``, see ``layers.PADDING_MODES``): "symmetric" (default), "same" (TF's SAME rule, for
+  weights trained in TensorFlow) or "same_even".  Keras's ``MobileNet`` pads its stem by SAME but each stride-2
+  depthwise conv by a fixed bottom/right row and column (``ZeroPadding2D(((0, 1), (0, 1)))`` + "valid"), which
+  differs from SAME on odd inputs: ``padding="same_even", stem_padding="same"`` reproduces it at every size.
+  With ``bn_eps=1e-3`` and ``act_layer="relu6"`` that is the Keras network exactly (``lightnets convert``).
 - Layout: ``features`` (stem ``features.0``, then ``features.1`` .. ``features.13``, each with ``dw`` and
   ``pw``) and ``classifier`` = (Dropout, Linear), the same shape as torchvision's MobileNetV2.
 """
@@ -34,12 +39,15 @@ from .layers import (
     ClassifierModel,
     ConvNormAct,
     LayerFactory,
+    batchnorm_with_eps,
     check_dropout,
+    check_padding,
     check_positive_int,
     check_width_mult,
     init_weights,
     make_divisible,
     new_linear,
+    resolve_act_layer,
 )
 
 __all__ = ["DepthwiseSeparable", "DepthwiseSeparableRow", "MobileNetV1", "mobilenet_v1"]
@@ -87,12 +95,15 @@ class DepthwiseSeparable(nn.Module):
         stride: int,
         norm_layer: LayerFactory | None = nn.BatchNorm2d,
         act_layer: LayerFactory | None = nn.ReLU,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         layer_kw: dict[str, Any] = {"norm_layer": norm_layer, "act_layer": act_layer}
-        self.dw = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels, **layer_kw)
+        self.dw = ConvNormAct(
+            in_channels, in_channels, 3, stride, groups=in_channels, padding=padding, **layer_kw
+        )
         self.pw = ConvNormAct(in_channels, out_channels, 1, **layer_kw)
         self.out_channels = out_channels
 
@@ -122,10 +133,17 @@ class MobileNetV1(ClassifierModel):
         in_chans: int = 3,
         small_input: bool = False,
         norm_layer: LayerFactory | None = nn.BatchNorm2d,
-        act_layer: LayerFactory | None = nn.ReLU,
+        act_layer: LayerFactory | str | None = nn.ReLU,
+        padding: str = "symmetric",
+        stem_padding: str | None = None,
+        bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = _check_num_classes(num_classes)
+        self.padding = check_padding(padding)
+        stem_padding = self.padding if stem_padding is None else check_padding(stem_padding)
+        act_layer = resolve_act_layer(act_layer)
+        norm_layer = batchnorm_with_eps(norm_layer, bn_eps)
         self.width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
         in_chans = check_positive_int("in_chans", in_chans)
@@ -134,7 +152,10 @@ class MobileNetV1(ClassifierModel):
         channels = make_divisible(STEM_CHANNELS * width_mult, 8)
         stem_stride = 1 if small_input else 2
         layers: list[nn.Module] = [
-            ConvNormAct(in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer)
+            ConvNormAct(
+                in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer,
+                padding=stem_padding,
+            )
         ]
         first_stride2 = True
         for row in MOBILENET_V1_LAYERS:
@@ -144,7 +165,9 @@ class MobileNetV1(ClassifierModel):
                 if stride == 2 and first_stride2:
                     first_stride2 = False
                     stride = 1 if small_input else 2
-                layers.append(DepthwiseSeparable(channels, out_channels, stride, norm_layer, act_layer))
+                layers.append(
+                    DepthwiseSeparable(channels, out_channels, stride, norm_layer, act_layer, self.padding)
+                )
                 channels = out_channels
         self.features = nn.Sequential(*layers)
         self.num_features = channels

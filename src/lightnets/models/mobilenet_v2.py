@@ -21,6 +21,13 @@ Its parameter column counts conv and Linear weights for 1001 classes without Bat
 convention reproduces it exactly too (tests/test_mobilenet_v2.py).  Table 4's 6.9M parameters for width 1.4
 is not reached by Table 2 at 1.4 with any of these policies; the released 1.4 checkpoint has 6.06M.
 
+TensorFlow / Keras weights (``lightnets convert``): ``padding="same"`` (TF's SAME rule, ``layers.PADDING_MODES``)
+and ``bn_eps=1e-3`` (Keras's BatchNorm epsilon).  A Keras model built without a fixed input size pads its
+stride-2 depthwise convs as SAME does for even sizes at every size while its stem is SAME proper:
+``padding="same_even", stem_padding="same"``.  Keras's ``MobileNetV2`` otherwise has this network: its
+widths are ``make_divisible(int(c * alpha), 8)`` (equal to the rule above at every published alpha), its head
+the same 1280 / ``make_divisible(1280 * alpha, 8)`` rule, and its classifier a Dense layer without dropout.
+
 Layout and keys are torchvision's: ``features.0`` (stem), ``features.1`` .. ``features.17`` (blocks, each an
 ``InvertedResidual`` whose ``conv`` holds [expand], depthwise, projection conv, projection norm),
 ``features.18`` (head conv) and ``classifier`` = (Dropout, Linear).
@@ -38,7 +45,9 @@ from .layers import (
     ClassifierModel,
     ConvNormAct,
     LayerFactory,
+    batchnorm_with_eps,
     check_dropout,
+    check_padding,
     check_positive_int,
     check_width_mult,
     init_weights,
@@ -97,6 +106,7 @@ class InvertedResidual(nn.Module):
         expansion: int,
         norm_layer: LayerFactory | None = nn.BatchNorm2d,
         act_layer: LayerFactory | None = nn.ReLU6,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -109,7 +119,10 @@ class InvertedResidual(nn.Module):
         if expansion != 1:
             layers.append(ConvNormAct(in_channels, hidden, 1, norm_layer=norm_layer, act_layer=act_layer))
         layers.append(
-            ConvNormAct(hidden, hidden, 3, stride, groups=hidden, norm_layer=norm_layer, act_layer=act_layer)
+            ConvNormAct(
+                hidden, hidden, 3, stride, groups=hidden, norm_layer=norm_layer, act_layer=act_layer,
+                padding=padding,
+            )
         )
         # The projection is linear (no activation): a bare conv + norm, keyed as torchvision (conv.N, N+1).
         layers.append(nn.Conv2d(hidden, out_channels, 1, bias=norm_layer is None))
@@ -144,9 +157,15 @@ class MobileNetV2(ClassifierModel):
         small_input: bool = False,
         norm_layer: LayerFactory | None = nn.BatchNorm2d,
         act_layer: LayerFactory | None = nn.ReLU6,
+        padding: str = "symmetric",
+        stem_padding: str | None = None,
+        bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = _check_num_classes(num_classes)
+        self.padding = padding = check_padding(padding)
+        stem_padding = padding if stem_padding is None else check_padding(stem_padding)
+        norm_layer = batchnorm_with_eps(norm_layer, bn_eps)
         self.width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
         in_chans = check_positive_int("in_chans", in_chans)
@@ -155,7 +174,10 @@ class MobileNetV2(ClassifierModel):
         channels = make_divisible(STEM_CHANNELS * width_mult, 8)
         stem_stride = 1 if small_input else 2
         layers: list[nn.Module] = [
-            ConvNormAct(in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer)
+            ConvNormAct(
+                in_chans, channels, 3, stem_stride, norm_layer=norm_layer, act_layer=act_layer,
+                padding=stem_padding,
+            )
         ]
         first_stride2 = True
         for row in MOBILENET_V2_LAYERS:
@@ -165,7 +187,9 @@ class MobileNetV2(ClassifierModel):
                 if stride == 2 and first_stride2:
                     first_stride2 = False
                     stride = 1 if small_input else 2
-                block = InvertedResidual(channels, out_channels, stride, row.expansion, norm_layer, act_layer)
+                block = InvertedResidual(
+                    channels, out_channels, stride, row.expansion, norm_layer, act_layer, padding
+                )
                 layers.append(block)
                 channels = out_channels
         head_channels = make_divisible(HEAD_CHANNELS * max(1.0, width_mult), 8)

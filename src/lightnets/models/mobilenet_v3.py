@@ -35,6 +35,17 @@ policy reproduces the released 0.75 checkpoints of Table 3 (Large 0.75: 155M MAd
 0.75: 44M / 2.0M); torchvision's policy gives 140M / 3.4M and 39M / 1.7M there.  ``mobilenet_v3_*_075``
 are registered with the paper policy.
 
+A third policy, ``WidthPolicy.KERAS``, is ``keras.applications.MobileNetV3Small/Large`` (for ``lightnets
+convert``): the paper's expansion rule, but the stem kept at 16 at every alpha, the last 1x1 conv ``6 * (rounded
+output of the last block)`` and the 1280 / 1024 head kept for ``alpha <= 1``, ``make_divisible(head * alpha)``
+above.  At 0.75 and 1.0 it equals the paper policy; at e.g. 0.5 the stem (16 vs 8) differs.  Everything else in
+Keras's network is this one: SE width ``make_divisible(expanded / 4)`` with biases, hard-sigmoid
+``relu6(x + 3) / 6`` (PyTorch's ``Hardsigmoid``; Keras 3 no longer uses the 0.2x + 0.5 form), hard-swish
+``x * relu6(x + 3) / 6``, BatchNorm eps 1e-3, a biased 1x1 conv head (our ``classifier.0`` Linear).  Its
+stride-2 depthwise convs are padded by TF's SAME rule for the size the model was built for (``correct_pad``):
+``padding="same"`` here; built without a size (Keras's default for V3) they pad as SAME does for even sizes,
+at every size, while the stem stays SAME: ``padding="same_even", stem_padding="same"``.
+
 ``small_input=True`` (28-64 px images): the stem conv and the first stride-2 bottleneck get stride 1, so the
 total stride is 8 instead of 32.  Residual connections stay where the table puts them; channels and
 state_dict keys are unchanged.
@@ -58,6 +69,7 @@ from .layers import (
     LayerFactory,
     SqueezeExcite,
     check_dropout,
+    check_padding,
     check_positive_int,
     check_width_mult,
     init_weights,
@@ -168,9 +180,15 @@ class WidthPolicy(str, enum.Enum):
 
     TORCHVISION = "torchvision"  # torchvision / timm: every table width times w, head scaled too
     PAPER = "paper"  # the authors' TF-slim code: expansion as a factor of the actual input, head kept
+    KERAS = "keras"  # keras.applications: the paper's expansion, stem kept at 16, head scaled above 1.0
+
+    def stem(self, arch: MobileNetV3Arch, width_mult: float) -> int:
+        if self is WidthPolicy.KERAS:
+            return arch.stem_channels
+        return make_divisible(arch.stem_channels * width_mult, 8)
 
     def expanded(self, row: Bneck, table_in: int, actual_in: int, width_mult: float) -> int:
-        if self is WidthPolicy.PAPER:
+        if self is not WidthPolicy.TORCHVISION:
             return make_divisible(actual_in * row.expansion / table_in, 8)
         return make_divisible(row.expansion * width_mult, 8)
 
@@ -180,7 +198,7 @@ class WidthPolicy(str, enum.Enum):
         return last_block_out * (arch.last_conv_channels // arch.blocks[-1].out_channels)
 
     def head(self, arch: MobileNetV3Arch, width_mult: float) -> int:
-        if self is WidthPolicy.PAPER:
+        if self is WidthPolicy.PAPER or (self is WidthPolicy.KERAS and width_mult <= 1.0):
             return arch.head_channels
         return make_divisible(arch.head_channels * width_mult, 8)
 
@@ -210,7 +228,7 @@ def resolve_widths(
     """
     width_mult = check_width_mult(width_mult)
     policy = WidthPolicy(width_policy)
-    stem = make_divisible(arch.stem_channels * width_mult, 8)
+    stem = policy.stem(arch, width_mult)
     table_in, actual_in = arch.stem_channels, stem
     blocks: list[BlockWidths] = []
     for row in arch.blocks:
@@ -241,7 +259,9 @@ class InvertedResidual(nn.Module):
     SE sits after the depthwise conv, with ReLU inside and a hard-sigmoid gate.
     """
 
-    def __init__(self, cfg: BlockWidths, norm_layer: LayerFactory, stride: int | None = None) -> None:
+    def __init__(
+        self, cfg: BlockWidths, norm_layer: LayerFactory, stride: int | None = None, padding: str = "symmetric"
+    ) -> None:
         super().__init__()
         stride = cfg.stride if stride is None else stride
         if stride not in (1, 2):
@@ -259,6 +279,7 @@ class InvertedResidual(nn.Module):
                 groups=cfg.expanded,
                 norm_layer=norm_layer,
                 act_layer=act,
+                padding=padding,
             )
         )
         if cfg.se_channels is not None:
@@ -296,8 +317,12 @@ class MobileNetV3(ClassifierModel):
         norm_layer: LayerFactory | None = None,
         minimalistic: bool = False,
         width_policy: WidthPolicy | str = WidthPolicy.TORCHVISION,
+        padding: str = "symmetric",
+        stem_padding: str | None = None,
     ) -> None:
         super().__init__()
+        self.padding = padding = check_padding(padding)
+        stem_padding = padding if stem_padding is None else check_padding(stem_padding)
         width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
         in_chans = check_positive_int("in_chans", in_chans)
@@ -314,14 +339,16 @@ class MobileNetV3(ClassifierModel):
 
         layers: list[nn.Module] = [
             ConvNormAct(
-                in_chans, stem, 3, stride=1 if small_input else 2, norm_layer=norm_layer, act_layer=outer_act
+                in_chans, stem, 3, stride=1 if small_input else 2, norm_layer=norm_layer, act_layer=outer_act,
+                padding=stem_padding,
             )
         ]
         first_downsample = (
             next((i for i, b in enumerate(blocks) if b.stride == 2), None) if small_input else None
         )
         for i, cfg in enumerate(blocks):
-            layers.append(InvertedResidual(cfg, norm_layer, stride=1 if i == first_downsample else None))
+            stride = 1 if i == first_downsample else None
+            layers.append(InvertedResidual(cfg, norm_layer, stride=stride, padding=padding))
         layers.append(
             ConvNormAct(blocks[-1].out_channels, last_conv, 1, norm_layer=norm_layer, act_layer=outer_act)
         )
@@ -365,7 +392,7 @@ def _mobilenet_v3(arch: MobileNetV3Arch, **kwargs: Any) -> MobileNetV3:
 
 def mobilenet_v3_large(**kwargs: Any) -> MobileNetV3:
     """MobileNetV3-Large (Table 1).  Keywords: num_classes, width_mult, dropout, in_chans, small_input,
-    norm_layer, minimalistic, width_policy."""
+    norm_layer, minimalistic, width_policy, padding, stem_padding."""
     return _mobilenet_v3(LARGE, **kwargs)
 
 

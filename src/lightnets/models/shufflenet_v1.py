@@ -33,6 +33,10 @@ Width policy for ``width_mult`` = s (Table 2, "scaling the number of filters by 
   stem stays at 12 (the narrowest official stem): with it g = 3 0.25x costs 13.3M MACs, Table 2's 13M (a
   stem of 6 would give 11.0M).  A width so small that stage 2 would not be wider than the stem is refused.
 * head: none (the classifier reads stage 4 directly); no SE.
+
+``padding="same"`` (``layers.PADDING_MODES``) pads the stem conv, the max-pool, the stride-2 depthwise convs
+and the avg-pooled shortcut by TF's SAME rule (the average then counts real pixels only, as TF's ``avg_pool``);
+no ShuffleNetV1 weights come from TF, the option is for models trained there by their users.
 """
 
 from __future__ import annotations
@@ -52,10 +56,12 @@ from .layers import (
     LayerFactory,
     _make_act,
     check_dropout,
+    check_padding,
     check_positive_int,
     check_width_mult,
     init_weights,
     make_divisible,
+    make_pool2d,
     new_linear,
 )
 
@@ -168,6 +174,7 @@ class ShuffleV1Unit(nn.Module):
         first_groups: int | None = None,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -197,12 +204,13 @@ class ShuffleV1Unit(nn.Module):
         )
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
         self.conv2 = ConvNormAct(
-            mid_channels, mid_channels, 3, stride, groups=mid_channels, norm_layer=norm_layer, act_layer=None
+            mid_channels, mid_channels, 3, stride, groups=mid_channels, norm_layer=norm_layer, act_layer=None,
+            padding=padding,
         )
         self.conv3 = ConvNormAct(
             mid_channels, branch_channels, 1, groups=groups, norm_layer=norm_layer, act_layer=None
         )
-        self.shortcut = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
+        self.shortcut = make_pool2d("avg", 3, 2, padding) if stride == 2 else nn.Identity()
         self.act = _make_act(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,9 +238,11 @@ class ShuffleNetV1(ClassifierModel):
         small_input: bool = False,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         _groups_row(groups)
+        self.padding = padding = check_padding(padding)
         stage_channels = tuple(stage_channels)
         if len(stage_channels) != len(V1_STAGES):
             raise ValueError(
@@ -256,9 +266,9 @@ class ShuffleNetV1(ClassifierModel):
 
         stride = 1 if small_input else 2
         self.conv1 = ConvNormAct(
-            in_chans, stem_channels, 3, stride, norm_layer=norm_layer, act_layer=act_layer
+            in_chans, stem_channels, 3, stride, norm_layer=norm_layer, act_layer=act_layer, padding=padding
         )
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=stride, padding=1)
+        self.maxpool = make_pool2d("max", 3, stride, padding)
         in_channels = stem_channels
         for stage_index, (stage, out_channels) in enumerate(zip(V1_STAGES, stage_channels, strict=True)):
             units = []
@@ -273,6 +283,7 @@ class ShuffleNetV1(ClassifierModel):
                         first_groups,
                         norm_layer,
                         act_layer,
+                        padding,
                     )
                 )
                 in_channels = out_channels
@@ -310,7 +321,8 @@ def _shufflenet_v1(groups: int, width_mult: float, **kwargs) -> ShuffleNetV1:
 def shufflenet_v1(groups: int = 3, width_mult: float = 1.0, **kwargs) -> ShuffleNetV1:
     """ShuffleNetV1 with ``groups`` in {1, 2, 3, 4, 8} at any positive ``width_mult`` (see the width policy).
 
-    Other keywords go to ``ShuffleNetV1`` (num_classes, dropout, in_chans, small_input, norm_layer, act_layer).
+    Other keywords go to ``ShuffleNetV1`` (num_classes, dropout, in_chans, small_input, norm_layer, act_layer,
+    padding).
     """
     return _shufflenet_v1(groups, width_mult, **kwargs)
 

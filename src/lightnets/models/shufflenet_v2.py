@@ -24,6 +24,9 @@ Width policy: there is no width formula in the paper -- the four widths of Table
 channel list (stage 2/3/4 and ``conv5``), kept verbatim in ``V2_WIDTHS``; the stem stays at 24 channels and
 ``conv5`` at 1024 except for 2.0x (2048).  Other multipliers are refused; a custom network is built by passing
 ``stage_channels`` (three even numbers) and optionally ``head_channels``.  There is no SE.
+
+``padding="same"`` (``layers.PADDING_MODES``) pads the stem conv, the max-pool and the stride-2 depthwise convs
+by TF's SAME rule, for networks trained in TensorFlow; keys and parameters are unchanged.
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ from .layers import (
     _make_act,
     channel_shuffle,
     check_dropout,
+    check_padding,
     check_positive_int,
     init_weights,
+    make_conv2d,
+    make_pool2d,
     new_linear,
 )
 
@@ -101,11 +107,10 @@ def _conv_norm(
     groups: int,
     norm_layer: LayerFactory,
     act_layer: LayerFactory | None,
+    padding: str = "symmetric",
 ) -> list[nn.Module]:
     """Conv -> norm (-> act) as a flat list, so a branch is one ``nn.Sequential`` with torchvision's indices."""
-    conv = nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
-    )
+    conv = make_conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
     layers = [conv, norm_layer(out_channels)]
     if act_layer is not None:
         layers.append(_make_act(act_layer))
@@ -126,6 +131,7 @@ class ShuffleV2Unit(nn.Module):
         stride: int,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -141,14 +147,14 @@ class ShuffleV2Unit(nn.Module):
         half = out_channels // 2
         if stride == 2:
             self.branch1: nn.Module | None = nn.Sequential(
-                *_conv_norm(in_channels, in_channels, 3, stride, in_channels, norm_layer, None),
+                *_conv_norm(in_channels, in_channels, 3, stride, in_channels, norm_layer, None, padding),
                 *_conv_norm(in_channels, half, 1, 1, 1, norm_layer, act_layer),
             )
         else:
             self.branch1 = None
         self.branch2 = nn.Sequential(
             *_conv_norm(in_channels if stride == 2 else half, half, 1, 1, 1, norm_layer, act_layer),
-            *_conv_norm(half, half, 3, stride, half, norm_layer, None),
+            *_conv_norm(half, half, 3, stride, half, norm_layer, None, padding),
             *_conv_norm(half, half, 1, 1, 1, norm_layer, act_layer),
         )
 
@@ -180,8 +186,10 @@ class ShuffleNetV2(ClassifierModel):
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
         stem_channels: int = STEM_CHANNELS,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
+        self.padding = padding = check_padding(padding)
         stage_channels = tuple(stage_channels)
         if len(stage_channels) != len(V2_STAGES):
             raise ValueError(
@@ -202,14 +210,14 @@ class ShuffleNetV2(ClassifierModel):
 
         stride = 1 if small_input else 2
         self.conv1 = ConvNormAct(
-            in_chans, stem_channels, 3, stride, norm_layer=norm_layer, act_layer=act_layer
+            in_chans, stem_channels, 3, stride, norm_layer=norm_layer, act_layer=act_layer, padding=padding
         )
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=stride, padding=1)
+        self.maxpool = make_pool2d("max", 3, stride, padding)
         in_channels = stem_channels
         for stage, out_channels in zip(V2_STAGES, stage_channels, strict=True):
-            units = [ShuffleV2Unit(in_channels, out_channels, 2, norm_layer, act_layer)]
+            units = [ShuffleV2Unit(in_channels, out_channels, 2, norm_layer, act_layer, padding)]
             units += [
-                ShuffleV2Unit(out_channels, out_channels, 1, norm_layer, act_layer)
+                ShuffleV2Unit(out_channels, out_channels, 1, norm_layer, act_layer, padding)
                 for _ in range(stage.repeats - 1)
             ]
             self.add_module(stage.name, nn.Sequential(*units))
