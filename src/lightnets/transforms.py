@@ -245,10 +245,14 @@ def _randint(low: int, high_exclusive: int, generator: torch.Generator | None) -
 
 
 class Compose:
-    """Apply callables in order."""
+    """Apply callables in order.  ``preprocessing`` is the dict a preset was built from (None otherwise): a
+    dataset with a decode cache reads it to know the working resolution (lightnets.decode_cache)."""
 
-    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+    def __init__(
+        self, steps: Sequence[Callable[[Any], Any]], preprocessing: Mapping[str, Any] | None = None
+    ) -> None:
         self.steps = list(steps)
+        self.preprocessing = dict(preprocessing) if preprocessing is not None else None
 
     def __call__(self, x: Any) -> Any:
         for step in self.steps:
@@ -473,7 +477,7 @@ def eval_transform(preprocessing: Mapping[str, Any]) -> Compose:
     else:
         steps.append(Resize(p["input_size"], p["interpolation"]))
     steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps)
+    return Compose(steps, p)
 
 
 def train_transform(
@@ -502,4 +506,4 @@ def train_transform(
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip, generator))
     steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps)
+    return Compose(steps, p)
