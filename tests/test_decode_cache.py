@@ -17,7 +17,9 @@ from lightnets import decode_cache as dc
 from lightnets.data import ImageFolder, load_dataset, load_image, make_loader
 from lightnets.transforms import eval_transform, make_preprocessing, train_transform
 
-PREP = make_preprocessing("imagenet", 32)  # resize_size 36: every photo below is shrunk, the tiny ones are not
+PREP = make_preprocessing(
+    "imagenet", 32
+)  # resize_size 36: every photo below is shrunk, the tiny ones are not
 
 
 def _noise(w: int, h: int, seed: int, chans: int = 3) -> np.ndarray:

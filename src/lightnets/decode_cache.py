@@ -152,7 +152,9 @@ class DecodedImages:
     def __init__(self, path: str | os.PathLike, index: Mapping[str, Any]) -> None:
         self.path = Path(path)
         self.mode: str = index["shape"]["mode"]
-        self.entries: dict[str, Any] = {f[0]: e for f, e in zip(index["files"], index["entries"], strict=True)}
+        self.entries: dict[str, Any] = {
+            f[0]: e for f, e in zip(index["files"], index["entries"], strict=True)
+        }
         self._mm: np.memmap | None = None
 
     def __len__(self) -> int:

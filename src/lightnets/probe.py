@@ -10,6 +10,8 @@ like the in-memory 28-32 px datasets.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -52,6 +54,8 @@ def _sample(paths: Sequence[str], limit: int) -> list[str]:
 
 def _header_size(path: str) -> tuple[int, int] | None:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block forever
+            return None
         with Image.open(path) as im:
             return im.height, im.width
     except Exception:  # unreadable files are reported by the dataset's scan, not here

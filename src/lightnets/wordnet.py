@@ -8,10 +8,13 @@ can show ``tench (n01440764)``.  Class ids stored in checkpoints stay the folder
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+
+from .metrics import EvalResult
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -48,3 +51,14 @@ def display_names(classes: Sequence[str]) -> list[str]:
     if names and all(is_wnid(c) for c in names):
         return [display_name(c) for c in names]
     return names
+
+
+def readable_result(result: EvalResult) -> EvalResult:
+    """A copy of an evaluation whose class names (and per-class rows) are the display names, for reports."""
+    names = display_names(result.class_names)
+    if names == list(result.class_names):
+        return result
+    rows = [
+        {**r, "class": names[r["index"]]} if r.get("kind") == "class" else dict(r) for r in result.per_class
+    ]
+    return dataclasses.replace(result, class_names=names, per_class=rows)
