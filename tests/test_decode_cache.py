@@ -264,3 +264,25 @@ def test_dataset_with_cache_survives_pickling_for_spawned_workers(folder, tmp_pa
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.decoded._mm is None  # the pickle carries the path, not the mapped pixels
     assert torch.equal(clone[0][0], ds[0][0])
+
+
+def test_unwritable_cache_dir_falls_back_to_decoding(folder, tmp_path, caplog) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    ds = _cached(folder, blocker / "c")
+    assert ds.decoded is None and any("decode cache unavailable" in r.getMessage() for r in caplog.records)
+    plain = ImageFolder(folder).with_transform(eval_transform(PREP))
+    assert torch.equal(ds[0][0], plain[0][0])
+
+
+def test_stale_temporary_files_of_killed_builders_are_removed(folder, tmp_path) -> None:
+    _cached(folder, tmp_path / "c")
+    path = _cache_file(tmp_path / "c")
+    old = tmp_path / "c" / f"{path.name}.dead.tmp"
+    young = tmp_path / "c" / f"{path.name}.alive.tmp"
+    old.write_bytes(b"partial")
+    young.write_bytes(b"partial")
+    os.utime(old, (1, 1))
+    path.unlink()
+    _cached(folder, tmp_path / "c")
+    assert not old.exists() and young.exists()

@@ -384,8 +384,12 @@ class ImageFolder(Dataset):
         out.skipped = []
         preprocessing = getattr(transform, "preprocessing", None)
         if self.cache is not None and preprocessing is not None:
-            out.decoded = self.cache.open(self.root, self._all_files, lambda p: load_image(p, self.mode),
-                                          shaping(preprocessing, self.mode))  # fmt: skip
+            try:
+                out.decoded = self.cache.open(self.root, self._all_files, lambda p: load_image(p, self.mode),
+                                              shaping(preprocessing, self.mode))  # fmt: skip
+            except OSError as e:  # a read-only or full cache disk costs speed, never the run
+                log.warning("decode cache unavailable (%s); decoding %s every epoch", e, self.root)
+                out.decoded = None
         return out
 
     def subset(

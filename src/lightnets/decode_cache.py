@@ -32,6 +32,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -182,7 +183,7 @@ class DecodedImages:
                 self.path.unlink()
             return None
         arr = np.array(block).reshape(entry[1], entry[2], entry[3])
-        return Image.fromarray(arr[:, :, 0] if entry[3] == 1 else arr, self.mode)
+        return Image.fromarray(arr[:, :, 0] if entry[3] == 1 else arr)  # (H, W) uint8 is "L", (H, W, 3) "RGB"
 
 
 # --------------------------------------------------------------------------- building
@@ -216,6 +217,15 @@ def _decoded(
             yield from pool.map(one, files[start : start + 256])
 
 
+def _remove_stale_temporaries(path: Path, age_s: float = 6 * 3600) -> None:
+    # a builder killed mid-way leaves its temporary file; one untouched for hours belongs to no live builder
+    now = time.time()
+    for tmp in path.parent.glob(path.name + ".*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > age_s:
+                tmp.unlink()
+
+
 def build(
     path: str | os.PathLike, files: Sequence[str], decode: Callable[[str], Image.Image],
     shape: Mapping[str, Any], *, reuse: DecodedImages | None = None, reusable: set[str] | None = None,
@@ -224,6 +234,7 @@ def build(
     """Decode ``files`` into the cache file ``path`` (atomically: temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     stats = _file_stats(files)  # before decoding: a file changed meanwhile fails the next check and rebuilds
     threads = threads or min(8, os.cpu_count() or 1)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
