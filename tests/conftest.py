@@ -22,3 +22,10 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path} (set LIGHTNETS_DATA)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _decode_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Folder datasets decode into a cache (lightnets.decode_cache): keep the tests' caches out of ~/.cache."""
+    if "LIGHTNETS_CACHE_DIR" not in os.environ:
+        os.environ["LIGHTNETS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decode-cache"))

@@ -93,6 +93,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_eval(result, top: int = 10) -> None:
+    from .wordnet import readable_result
+
+    result = readable_result(result)
     s = result.summary()
     print(f"samples {s['num_samples']}  top-1 {s['top1']:.4f}  top-5 {s['top5']:.4f}  loss {s['loss']:.4f}  "
           f"macro F1 {s['macro_f1']:.4f}")
@@ -145,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             small_input=args.small_input,
             in_chans=args.in_chans, model_args=_model_kwargs(args.model_arg), val_fraction=args.val_fraction,
             workers=args.workers, device=args.device, progress=not args.no_progress,
-            max_train_samples=args.max_train_samples,
+            max_train_samples=args.max_train_samples, cache_dir=args.cache_dir, no_cache=args.no_cache,
         )  # fmt: skip
         result = train(cfg, log_fn=print)
     if result.final is not None:
@@ -173,8 +176,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_checkpoint
     from .report import plot_confusion_matrix, save_eval_artifacts
 
-    result, _, ckpt = evaluate_checkpoint(_checkpoint_file(args.checkpoint), args.data, split=args.split, batch_size=args.batch_size,
-                                          workers=args.workers, worst_n=args.worst)  # fmt: skip
+    result, _, ckpt = evaluate_checkpoint(_checkpoint_file(args.checkpoint), args.data, split=args.split,
+                                          batch_size=args.batch_size, workers=args.workers, worst_n=args.worst,
+                                          cache=not args.no_cache, cache_dir=args.cache_dir)  # fmt: skip
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -206,7 +210,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         for pred in result.predictions:
-            tops = ", ".join(f"{c} {p:.1%}" for c, p in pred.top)
+            tops = ", ".join(f"{c} {p:.1%}" for c, p in pred.named_top())
             print(f"{pred.path}\t{tops}")
     for path, reason in result.errors:
         print(f"lightnets predict: cannot read {path}: {reason}", file=sys.stderr)
@@ -368,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cache-dir", default=None, help="where image folders are decoded once (default: user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="decode image files every epoch (no decode cache)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, confusion matrix, per-class metrics")
     p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")
@@ -378,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--worst", type=int, default=10, help="how many worst misclassified images to list")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--cache-dir", default=None, help="where image folders are decoded once (default: user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="decode image files without the decode cache")
 
     p = sub.add_parser("predict", help="top-k classes for image files or directories")
     p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")

@@ -48,6 +48,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .atomic import atomic_write
+from .decode_cache import DecodeCache, DecodedImages, shaping
+from .probe import SizeProbe, probe_sizes
 from .transforms import (
     TENSOR_MODES,
     check_preprocessing,
@@ -282,7 +284,9 @@ class ImageFolder(Dataset):
 
     ``__getitem__`` returns ``(transform(image), label)``, or ``None`` for a file that cannot be read (see the
     module docstring and collate_skip_none).  ``classes`` may be given to align a val/test folder with the
-    training classes; a folder class outside it is an error.
+    training classes; a folder class outside it is an error.  With ``cache`` (see lightnets.decode_cache),
+    ``with_transform`` given a transform built by eval_transform / train_transform decodes the folder once into
+    a memory-mapped file at that preprocessing's working resolution, and items are read from it from then on.
     """
 
     def __init__(
@@ -293,6 +297,7 @@ class ImageFolder(Dataset):
         mode: str = "RGB",
         classes: Sequence[str] | None = None,
         extensions: Sequence[str] = IMG_EXTENSIONS,
+        cache: DecodeCache | None = None,
     ) -> None:
         self.root = Path(root)
         found = find_classes(self.root)
@@ -315,6 +320,9 @@ class ImageFolder(Dataset):
         self.transform = transform
         self.mode = _check_mode(mode)
         self.skipped: list[tuple[str, str]] = []
+        self.cache = cache
+        self._all_files = tuple(p for p, _ in self.samples)  # what a decode cache covers (subsets share it)
+        self.decoded: DecodedImages | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -334,11 +342,13 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, label = self.samples[index]
-        try:
-            img = load_image(path, self.mode)
-        except ImageReadError as e:
-            self._report(path, e.reason)
-            return None
+        img = self.decoded.get(path) if self.decoded is not None else None
+        if img is None:
+            try:
+                img = load_image(path, self.mode)
+            except ImageReadError as e:
+                self._report(path, e.reason)
+                return None
         return (self.transform(img) if self.transform is not None else img), label
 
     def scan(
@@ -368,10 +378,19 @@ class ImageFolder(Dataset):
         return bad
 
     def with_transform(self, transform: Callable[[Image.Image], Any] | None) -> ImageFolder:
-        """A shallow copy with another transform (and its own ``skipped`` list)."""
+        """A shallow copy with another transform (and its own ``skipped`` list); reading from the decode cache
+        of the transform's preprocessing when the folder has a cache and the transform carries one."""
         out = copy.copy(self)
         out.transform = transform
         out.skipped = []
+        preprocessing = getattr(transform, "preprocessing", None)
+        if self.cache is not None and preprocessing is not None:
+            try:
+                out.decoded = self.cache.open(self.root, self._all_files, lambda p: load_image(p, self.mode),
+                                              shaping(preprocessing, self.mode))  # fmt: skip
+            except OSError as e:  # a read-only or full cache disk costs speed, never the run
+                log.warning("decode cache unavailable (%s); decoding %s every epoch", e, self.root)
+                out.decoded = None
         return out
 
     def subset(
@@ -905,6 +924,7 @@ class DatasetSplits:
     source: str
     image_size: tuple[int, int] | None = None
     split: str = ""
+    probe: SizeProbe | None = None  # folders: the image sizes seen when the folder was opened (lightnets.probe)
 
     @property
     def in_memory(self) -> bool:
@@ -931,6 +951,8 @@ def load_dataset(
     split_file: str | os.PathLike | None = None,
     in_chans: int | None = None,
     cifar100_labels: str = "fine",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> DatasetSplits:
     """Load a dataset from a source string.
 
@@ -948,6 +970,9 @@ def load_dataset(
     ``val_fraction`` (0: no val), read from ``split_file`` when that exists and written there when it does not.
     ``in_chans`` (1 or 3) converts images (folders decode to "L"/"RGB"; in-memory data is repeated or
     converted to luma); None keeps the native channels (1 for digits/IDX, 3 for CIFAR and folders).
+    Folders are decoded once into a memory-mapped cache (``cache``; in ``cache_dir``, default
+    lightnets.decode_cache.default_cache_dir()) when a loader first reads them, and their image sizes are
+    probed (``splits.probe``: small images train at their native size, see default_preprocessing).
     """
     kind, path_str = _parse_source(str(source))
     path = Path(path_str) if path_str else None
@@ -966,7 +991,8 @@ def load_dataset(
         raise FileNotFoundError(f"{kind} data not found at {path}")
 
     if kind == "folder":
-        return _load_folder(path, str(source), val_fraction, seed, split_file, in_chans)
+        store = DecodeCache(str(cache_dir) if cache_dir is not None else None) if cache else None
+        return _load_folder(path, str(source), val_fraction, seed, split_file, in_chans, store)
 
     test: TensorImageDataset | None = None
     if kind == "digits":
@@ -1029,19 +1055,22 @@ def _load_folder(
     seed: int,
     split_file: str | os.PathLike | None,
     in_chans: int | None,
+    cache: DecodeCache | None = None,
 ) -> DatasetSplits:
     chans = 3 if in_chans is None else in_chans
     mode = mode_for_chans(chans)
     splits = find_splits(root)
     if splits:
-        train = ImageFolder(splits["train"], mode=mode)
-        test = ImageFolder(splits["test"], mode=mode, classes=train.classes) if "test" in splits else None
+        train = ImageFolder(splits["train"], mode=mode, cache=cache)
+        probe = probe_sizes(train._all_files, lambda p: load_image(p, mode))
+        test = ImageFolder(splits["test"], mode=mode, classes=train.classes, cache=cache) if "test" in splits else None
         if "val" in splits:
-            val = ImageFolder(splits["val"], mode=mode, classes=train.classes)
+            val = ImageFolder(splits["val"], mode=mode, classes=train.classes, cache=cache)
             how = f"folder {splits['val']}"
-            return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how)
+            return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
     else:
-        train, test = ImageFolder(root, mode=mode), None
+        train, test = ImageFolder(root, mode=mode, cache=cache), None
+        probe = probe_sizes(train._all_files, lambda p: load_image(p, mode))
     val, how = None, "none (val_fraction=0)"
     if val_fraction > 0:
         tr, va = make_split(
@@ -1053,7 +1082,7 @@ def _load_folder(
             if split_file is not None
             else f"stratified seed={seed} val_fraction={val_fraction}"
         )
-    return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how)
+    return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
 
 
 def default_preprocessing(
@@ -1061,7 +1090,12 @@ def default_preprocessing(
 ) -> dict[str, Any]:
     """A sensible preprocessing dict for ``splits``: for in-memory data the "small" preset at the native size
     (or ``input_size``) with the training set's channel mean/std; for folders the ImageNet preset at 224 (or
-    ``input_size``) with ImageNet statistics (grayscale: 0.5 / 0.5)."""
+    ``input_size``) with ImageNet statistics (grayscale: 0.5 / 0.5), except that a folder of small images
+    (``splits.probe.small``) with no ``input_size`` gets the small preset at its median size and the probed
+    images' channel statistics, like the in-memory kinds."""
+    probe = splits.probe
+    if not splits.in_memory and input_size is None and probe is not None and probe.small:
+        return make_preprocessing("small", probe.size, mean=probe.mean, std=probe.std, in_chans=splits.in_chans)
     if splits.in_memory:
         mean, std = channel_stats(splits.train.images)
         std = [max(s, 1e-3) for s in std]

@@ -20,6 +20,7 @@ from .engine import evaluate
 from .metrics import EvalResult
 from .train import _eval_loader, _paths
 from .transforms import eval_transform, mode_for_chans
+from .wordnet import display_names
 
 
 def load_for_inference(source: str | os.PathLike | dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -35,13 +36,15 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     workers: int = 0,
     worst_n: int = 16,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[EvalResult, Any, dict[str, Any]]:
     """Evaluate a checkpoint on a dataset source (see ``load_dataset``).
 
     ``split``: "auto" takes the dataset's test split if it has one, else its val folder, else every image;
     or name "test", "val", "train" / "all".  The dataset's class names must be the checkpoint's (same names;
     a dataset with a subset of the classes is fine, its labels are mapped by name).  Returns
-    (result, dataset, checkpoint).
+    (result, dataset, checkpoint).  Image folders are read through the decode cache unless ``cache`` is off.
     """
     for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("worst_n", worst_n, 0)):
         if value < low:
@@ -49,7 +52,7 @@ def evaluate_checkpoint(
     model, ckpt = load_for_inference(source)
     classes = list(ckpt["classes"])
     chans = int(ckpt["preprocessing"].get("in_chans", ckpt["kwargs"].get("in_chans", 3)))
-    splits = load_dataset(data, val_fraction=0.0, in_chans=chans)
+    splits = load_dataset(data, val_fraction=0.0, in_chans=chans, cache=cache, cache_dir=cache_dir)
     options = {"test": splits.test, "val": splits.val, "train": splits.train, "all": splits.train}
     if split == "auto":
         name, ds = next((n, d) for n, d in (("test", splits.test), ("val", splits.val), ("all", splits.train)) if d is not None)
@@ -89,9 +92,17 @@ def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:
 class Prediction:
     path: str
     top: list[tuple[str, float]]  # (class name, probability), best first
+    names: list[str] | None = None  # what to show for each class in top (``tench (n01440764)``), None: the class
+
+    def named_top(self) -> list[tuple[str, float]]:
+        """``top`` with display names (lightnets.wordnet) in place of the class ids."""
+        names = self.names or [c for c, _ in self.top]
+        return [(n, p) for n, (_, p) in zip(names, self.top, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "top": [{"class": c, "prob": p} for c, p in self.top]}
+        names = self.names or [c for c, _ in self.top]
+        return {"path": self.path, "top": [{"class": c, "name": n, "prob": p}
+                                           for n, (c, p) in zip(names, self.top, strict=True)]}  # fmt: skip
 
 
 @dataclass
@@ -142,6 +153,7 @@ def predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, ckpt = source if isinstance(source, tuple) else load_for_inference(source)
     classes = list(ckpt["classes"])
+    shown = display_names(classes)
     prep = ckpt["preprocessing"]
     transform = eval_transform(prep)
     mode = mode_for_chans(int(prep.get("in_chans", 3)))
@@ -157,7 +169,8 @@ def predict(
         probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)
         values, indices = probs.topk(min(topk, len(classes)), dim=1)
         for (path, _), vs, ix in zip(batch, values.tolist(), indices.tolist(), strict=True):
-            result.predictions.append(Prediction(str(path), [(classes[i], v) for v, i in zip(vs, ix, strict=True)]))
+            result.predictions.append(Prediction(str(path), [(classes[i], v) for v, i in zip(vs, ix, strict=True)],
+                                                 [shown[i] for i in ix]))  # fmt: skip
         batch.clear()
 
     for path in files:
@@ -184,7 +197,7 @@ def annotate_predictions(result: PredictResult, out_dir: str | os.PathLike, mode
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, pred in enumerate(result.predictions):
-        name, prob = pred.top[0]
+        name, prob = pred.named_top()[0]
         image = annotate_image(load_image(pred.path, mode="RGB"), f"{name} ({prob:.1%})")
         dest = out / f"{i:04d}_{Path(pred.path).stem}.png"
         image.save(dest)

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_write, display_name, write_json
 from .metrics import EvalResult, confusion_matrix_csv, most_confused, per_class_csv
+from .wordnet import readable_result
 
 PathOrFile = str | os.PathLike | BinaryIO
 
@@ -507,7 +508,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     history = list(history)
-    result = eval_result
+    result = readable_result(eval_result)  # ImageNet wnid folders: "tench (n01440764)"
 
     curves_png = run_dir / "curves.png"
     plot_curves(history, curves_png)

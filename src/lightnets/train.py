@@ -58,6 +58,7 @@ from .engine import (
 from .metrics import EvalResult
 from .registry import create_model, get_card
 from .transforms import eval_transform
+from .wordnet import display_names
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class TrainConfig:
     progress: bool = True
     max_train_samples: int | None = None  # an evenly spaced subset of the training set (quick experiments, tests)
     track_test: bool = False  # also score the test split every epoch (reported only, never used to select)
+    cache_dir: str | None = None  # decoded image folders (default: $XDG_CACHE_HOME/lightnets/decoded)
+    no_cache: bool = False  # decode every image file every epoch instead of once (lightnets.decode_cache)
 
     def validate(self) -> None:
         get_card(self.model)  # unknown model: ValueError with suggestions
@@ -484,10 +487,11 @@ def _run(
         # rank 0 writes the split file first, so every rank reads the same split
         if main and not split_file.exists():
             load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file,
-                         in_chans=in_chans)  # fmt: skip
+                         in_chans=in_chans, cache=not cfg.no_cache, cache_dir=cfg.cache_dir)  # fmt: skip
         barrier()
     splits: DatasetSplits = load_dataset(
-        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file, in_chans=in_chans
+        cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=split_file, in_chans=in_chans,
+        cache=not cfg.no_cache, cache_dir=cfg.cache_dir,
     )
     classes = list(splits.classes)
     skipped: list[tuple[str, str]] = []
@@ -512,6 +516,9 @@ def _run(
     preprocessing = default_preprocessing(splits, cfg.input_size)
     size = preprocessing["input_size"]
     small_input = cfg.small_input if cfg.small_input is not None else min(size) <= 64
+    if splits.probe is not None and splits.probe.small and cfg.input_size is None and main:
+        say(f"small images ({splits.probe.describe()}): training at their native {size[0]}x{size[1]} px "
+            f"with small_input={small_input} (override with --input-size / --small-input)")  # fmt: skip
 
     # ---- model
     kwargs: dict[str, Any] = {"num_classes": len(classes), "in_chans": splits.in_chans, "small_input": small_input,
@@ -609,7 +616,8 @@ def _run(
                 f"{cfg.epochs} epochs from step {step} on (lr {before:.3g} -> {lr_at(step):.3g}; recorded in config.json)")  # fmt: skip
     elif main:
         _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "lightnets_kwargs": kwargs,
-                                             "preprocessing": preprocessing, "world_size": dist_info.world_size})  # fmt: skip
+                                             "preprocessing": preprocessing, "world_size": dist_info.world_size,
+                                             "image_probe": splits.probe.to_dict() if splits.probe else None})  # fmt: skip
         _write_json(run_dir / "classes.json", classes)
 
     writer = None
@@ -753,7 +761,7 @@ def _finish(
         save_eval_artifacts(run_dir, final)
         card = {**model_card, "best_epoch": best_epoch, "evaluated_on": f"{split_name} ({len(ds)} images)"}
         report = write_report(run_dir, model_card=card, history=history, eval_result=final,
-                              thumbnails=_thumbnails(ds, final, classes),
+                              thumbnails=_thumbnails(ds, final, display_names(classes)),
                               title=f"lightnets: {cfg.model} on {cfg.data}")  # fmt: skip
     else:
         plot_curves(history, run_dir / "curves.png")

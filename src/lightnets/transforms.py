@@ -245,10 +245,14 @@ def _randint(low: int, high_exclusive: int, generator: torch.Generator | None) -
 
 
 class Compose:
-    """Apply callables in order."""
+    """Apply callables in order.  ``preprocessing`` is the dict a preset was built from (None otherwise): a
+    dataset with a decode cache reads it to know the working resolution (lightnets.decode_cache)."""
 
-    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+    def __init__(
+        self, steps: Sequence[Callable[[Any], Any]], preprocessing: Mapping[str, Any] | None = None
+    ) -> None:
         self.steps = list(steps)
+        self.preprocessing = dict(preprocessing) if preprocessing is not None else None
 
     def __call__(self, x: Any) -> Any:
         for step in self.steps:
@@ -435,7 +439,8 @@ class ToTensor:
         arr = np.array(img, dtype=np.uint8, copy=True)
         if arr.ndim == 2:
             arr = arr[:, :, None]
-        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(self.value_scale)
+        # contiguous before the float conversion: half the time of ToTensor + Normalize on a permuted view
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(self.value_scale)
 
     def __repr__(self) -> str:
         return f"ToTensor(value_scale={self.value_scale})"
@@ -473,7 +478,7 @@ def eval_transform(preprocessing: Mapping[str, Any]) -> Compose:
     else:
         steps.append(Resize(p["input_size"], p["interpolation"]))
     steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps)
+    return Compose(steps, p)
 
 
 def train_transform(
@@ -502,4 +507,4 @@ def train_transform(
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip, generator))
     steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps)
+    return Compose(steps, p)
