@@ -72,7 +72,8 @@ def test_frozen_run_is_a_probe_with_a_normal_run_directory(folder_and_weights, t
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(result.best_val_top1)
     assert cli.main(["predict", str(out), str(root / "val" / "red" / "0.png"), "--format", "json"]) == 0
     pred = json.loads(capsys.readouterr().out)["predictions"][0]
-    assert pred["top"][0][0] in ("red", "blue")
+    assert {t["class"] for t in pred["top"]} == {"red", "blue"}
+    assert sum(t["prob"] for t in pred["top"]) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_lp_ft_records_the_probe_then_fine_tunes(folder_and_weights, tmp_path: Path) -> None:

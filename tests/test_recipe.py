@@ -18,6 +18,7 @@ def test_batch_size_shrinks_for_small_training_sets() -> None:
     assert recipe.default_batch_size(1000) == 32
     assert recipe.default_batch_size(245) == 16  # ants/bees: 15 steps per epoch instead of 2
     assert recipe.default_batch_size(20) == recipe.MIN_BATCH
+    assert recipe.default_batch_size(10) == 10  # fewer images than the smallest batch: one batch of all
     assert recipe.default_batch_size(2048, world_size=2) == 64
 
 

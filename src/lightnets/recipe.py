@@ -26,11 +26,12 @@ ADAMW_LR = 1e-3
 
 def default_batch_size(num_train: int, world_size: int = 1) -> int:
     """Per-process batch: MAX_BATCH for large training sets; for small ones the largest power of two
-    (>= MIN_BATCH) that still gives about MIN_STEPS_PER_EPOCH steps per epoch."""
+    (>= MIN_BATCH) that still gives about MIN_STEPS_PER_EPOCH steps per epoch; never more than the data."""
     per_step = num_train / (MIN_STEPS_PER_EPOCH * max(1, world_size))
     if per_step >= MAX_BATCH:
         return MAX_BATCH
-    return max(MIN_BATCH, 2 ** int(math.floor(math.log2(max(per_step, 1.0)))))
+    batch = max(MIN_BATCH, 2 ** int(math.floor(math.log2(max(per_step, 1.0)))))
+    return max(1, min(batch, num_train // max(1, world_size)))  # a handful of images: one batch of all
 
 
 def default_lr(optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool) -> float:

@@ -490,7 +490,8 @@ def _run(
     def lr_at(step: int) -> float:
         return cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=lr)
 
-    val_loader = _eval_loader(splits.val, preprocessing, cfg.batch_size, cfg.workers, device) if main else None
+    eval_batch = max(cfg.batch_size, 64)  # no gradients: a small training batch need not slow evaluation down
+    val_loader = _eval_loader(splits.val, preprocessing, eval_batch, cfg.workers, device) if main else None
     # Fine-tuning on a small dataset: batch statistics of a few dozen images are a poor substitute for the
     # pretrained running statistics (and weights with BatchNorm folded into the convs expect BN to be the
     # identity), so by default BatchNorm layers stay in eval mode while their affine parameters still train.
@@ -539,7 +540,7 @@ def _run(
     fields = dict(arch=cfg.model, kwargs=kwargs, classes=classes, preprocessing=preprocessing)
     # the head is fitted on features computed once: all of a --freeze run (its one "epoch"), or the first
     # stage of LP-FT (history row 0, best.pt if nothing later beats it); see linear_probe.py
-    probe_loader = (_eval_loader(train_ds, preprocessing, max(cfg.batch_size, 64), cfg.workers, device)
+    probe_loader = (_eval_loader(train_ds, preprocessing, eval_batch, cfg.workers, device)
                     if (cfg.freeze or lp_ft) and start_epoch == 0 else None)  # fmt: skip
     if lp_ft and start_epoch == 0:
         def save_probe(probed: Any) -> None:  # best.pt holds the most accurate head, before the refit
