@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model=args.model, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
             optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
             label_smoothing=args.label_smoothing, dropout=args.dropout, ema_decay=args.ema, amp=args.amp,
-            channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze,
+            channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze, lp_ft=args.lp_ft,
             weights_sha256=args.weights_sha256, allow_unverified=args.allow_unverified_weights,
             head_lr_mult=args.head_lr_mult, bn_eval=args.bn_eval, input_size=args.input_size,
             small_input=args.small_input,
@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/MODEL-TIME); never overwritten")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 128, smaller for small training sets (about 16 steps per epoch)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default scales with batch size)")
     p.add_argument("--weight-decay", type=float, default=None)
@@ -359,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-sha256", default=None, help="expected sha256 (or prefix) of --weights")
     p.add_argument("--allow-unverified-weights", action="store_true",
                    help="accept a --weights URL that has no sha256 to check (you trust the source)")
-    p.add_argument("--freeze", action="store_true", help="train only the classifier (needs --weights)")
+    p.add_argument("--freeze", action="store_true",
+                   help="fit only the classifier, on features computed once (a linear probe; needs --weights)")
+    p.add_argument("--lp-ft", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit the head by linear probe first, then fine-tune every layer (default: on with --weights)")
     p.add_argument("--head-lr-mult", type=float, default=None)
     p.add_argument("--bn-eval", action=argparse.BooleanOptionalAction, default=None,
                    help="keep BatchNorm on its pretrained statistics (default: on when --weights is given)")

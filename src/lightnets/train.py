@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from . import linear_probe, recipe
 from .analysis import count_macs, count_params
 from .atomic import atomic_write, write_json
 from .checks import check_model_config
@@ -56,6 +57,7 @@ from .engine import (
     with_indices,
 )
 from .metrics import EvalResult
+from .precision import decide_amp
 from .registry import create_model, get_card
 from .transforms import eval_transform
 from .wordnet import display_names
@@ -78,11 +80,11 @@ class TrainConfig:
     data: str = "digits"
     out: str | None = None  # run directory; default runs/<model>-<time>
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | None = None  # default: 128, smaller for small training sets (recipe.default_batch_size)
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
-    lr: float | None = None  # default: sgd 0.1 x batch/256 (0.01 x when fine-tuning); adamw 1e-3 x batch/256
+    lr: float | None = None  # default: sgd 0.1 x batch/256 (fine-tuning 0.01 x, after LP 0.04 x); adamw 1e-3 x
     weight_decay: float | None = None  # default: sgd 5e-4, adamw 0.05; never on norm / bias parameters
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 1.0  # in steps, at most a tenth of the run's steps (recipe.make_schedule)
     label_smoothing: float = 0.1
     dropout: float | None = None  # None: the model's default
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of the weights
@@ -92,9 +94,10 @@ class TrainConfig:
     weights: str | None = None  # pretrained state_dict (head replaced when the class count differs)
     weights_sha256: str | None = None  # expected sha256 (prefix) of the weights file or URL
     allow_unverified: bool = False  # accept a weights URL without a sha256 to check
-    freeze: bool = False  # train only the classifier; frozen BatchNorm layers stay in eval mode
+    freeze: bool = False  # fit only the classifier, on features computed once (a linear probe, linear_probe.py)
+    lp_ft: bool | None = None  # linear probe, then fine-tune everything; default: on with --weights
     bn_eval: bool | None = None  # keep every BatchNorm on its pretrained statistics; default: on with --weights
-    head_lr_mult: float | None = None  # default 10 when fine-tuning from weights, else 1
+    head_lr_mult: float | None = None  # default 10 when fine-tuning a new head, else 1 (also after LP)
     input_size: int | None = None  # default: native size for small in-memory data, 224 for folders
     small_input: bool | None = None  # default: True when input_size <= 64
     in_chans: int | None = None  # default: the data's (3 when fine-tuning RGB weights)
@@ -112,7 +115,7 @@ class TrainConfig:
         get_card(self.model)  # unknown model: ValueError with suggestions
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
             (self.lr is None or 0 < self.lr <= MAX_LR,
              f"lr must be a number > 0 and <= {MAX_LR:g} (larger rates diverge at the first steps), got {self.lr}"),
@@ -134,6 +137,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (not self.freeze or self.weights, "freeze needs pretrained weights (--weights)"),
+            (not self.lp_ft or self.weights, "lp_ft needs pretrained weights (--weights)"),
             (self.max_train_samples is None or self.max_train_samples > 0,
              f"max_train_samples must be > 0, got {self.max_train_samples}"),
         ]  # fmt: skip
@@ -149,7 +153,7 @@ class TrainConfig:
         model_args = {**self.model_args, **({"small_input": small} if small is not None else {})}
         if self.dropout is not None:
             model_args["dropout"] = self.dropout
-        check_model_config(self.model, model_args, self.input_size, self.batch_size)
+        check_model_config(self.model, model_args, self.input_size, self.batch_size or recipe.MIN_BATCH)
 
 
 # ----------------------------------------------------------------------------------------- run directory
@@ -284,14 +288,6 @@ def _resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but CUDA is not available")
     return device
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    # auto: bf16 on GPUs that have it; off on CPU, where bf16 autocast sped up some models and slowed others
-    # (benchmarks/train_speed.py) and changes numerics: an opt-in there (--amp bf16).
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def _channels_last(setting: str, device: torch.device) -> bool:
@@ -508,6 +504,8 @@ def _run(
                 part.scan(check=True)
     _check_classes(splits, skipped, cfg.data, say if main else lambda _: None)
     train_ds = _subset_prefix(splits.train, cfg.max_train_samples)
+    if cfg.batch_size is None:  # resolved once and recorded in config.json, so --resume keeps it
+        cfg = dataclasses.replace(cfg, batch_size=recipe.default_batch_size(len(train_ds), dist_info.world_size))
     if len(train_ds) < cfg.batch_size * dist_info.world_size:
         raise ValueError(
             f"the training set has {len(train_ds)} images, fewer than one batch of {cfg.batch_size} x "
@@ -549,40 +547,36 @@ def _run(
     channels_last = _channels_last(cfg.channels_last, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    amp_dtype = _amp_dtype(cfg.amp, device)
+    amp = decide_amp(cfg.amp, device, get_card(cfg.model).family)
+    amp_dtype = amp.dtype
+    say(f"precision {amp.name} ({amp.reason})")
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     # ---- optimisation
-    scale = cfg.batch_size * dist_info.world_size / 256
-    if cfg.optimizer == "sgd":
-        lr = cfg.lr or (0.01 if cfg.weights else 0.1) * scale
-        wd = 5e-4 if cfg.weight_decay is None else cfg.weight_decay
-    else:
-        lr = cfg.lr or 1e-3 * scale
-        wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
-    head_mult = cfg.head_lr_mult if cfg.head_lr_mult is not None else (10.0 if cfg.weights else 1.0)
+    lp_ft = not cfg.freeze and (cfg.lp_ft if cfg.lp_ft is not None else cfg.weights is not None)
+    lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * dist_info.world_size,
+                                     weights=cfg.weights is not None, lp_ft=lp_ft)  # fmt: skip
+    wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4 if cfg.optimizer == "sgd" else 0.05
+    head_mult = (cfg.head_lr_mult if cfg.head_lr_mult is not None
+                 else recipe.default_head_lr_mult(weights=cfg.weights is not None, lp_ft=lp_ft or cfg.freeze))  # fmt: skip
     groups = param_groups(model, lr=lr, weight_decay=wd, head_prefix=head, head_lr_mult=head_mult)
     if cfg.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr)
-    ema = None
-    if cfg.ema_decay > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     train_loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, preprocessing=preprocessing,
                                seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
                                num_workers=cfg.workers, device=device)  # fmt: skip
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    steps_per_epoch, total_steps, warmup_steps = recipe.make_schedule(len(train_loader), cfg.epochs,
+                                                                      cfg.warmup_epochs)  # fmt: skip
 
     def lr_at(step: int) -> float:
         return cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=lr)
 
-    val_loader = _eval_loader(splits.val, preprocessing, cfg.batch_size, cfg.workers, device) if main else None
+    eval_batch = max(cfg.batch_size, 64)  # no gradients: a small training batch need not slow evaluation down
+    val_loader = _eval_loader(splits.val, preprocessing, eval_batch, cfg.workers, device) if main else None
     # Fine-tuning on a small dataset: batch statistics of a few dozen images are a poor substitute for the
     # pretrained running statistics (and weights with BatchNorm folded into the convs expect BN to be the
     # identity), so by default BatchNorm layers stay in eval mode while their affine parameters still train.
@@ -615,9 +609,14 @@ def _run(
             say(f"extended from {extended_from} to {cfg.epochs} epochs: the cosine schedule is re-planned over "
                 f"{cfg.epochs} epochs from step {step} on (lr {before:.3g} -> {lr_at(step):.3g}; recorded in config.json)")  # fmt: skip
     elif main:
+        resolved = {"batch_size": cfg.batch_size, "lr": lr, "weight_decay": wd, "head_lr_mult": head_mult,
+                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "warmup_steps": warmup_steps,
+                    "method": "linear probe" if cfg.freeze else "LP-FT" if lp_ft else "train",
+                    "amp_resolved": amp.name, "amp_reason": amp.reason}  # fmt: skip
         _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "lightnets_kwargs": kwargs,
                                              "preprocessing": preprocessing, "world_size": dist_info.world_size,
-                                             "image_probe": splits.probe.to_dict() if splits.probe else None})  # fmt: skip
+                                             "image_probe": splits.probe.to_dict() if splits.probe else None,
+                                             "resolved": resolved})  # fmt: skip
         _write_json(run_dir / "classes.json", classes)
 
     writer = None
@@ -630,14 +629,39 @@ def _run(
             say("tensorboard not installed: no event files (pip install 'lightnets[train]')")
 
     fields = dict(arch=cfg.model, kwargs=kwargs, classes=classes, preprocessing=preprocessing)
-    for epoch in range(start_epoch, cfg.epochs):
+    # the head is fitted on features computed once: all of a --freeze run (its one "epoch"), or the first
+    # stage of LP-FT (history row 0, best.pt if nothing later beats it); see linear_probe.py
+    probe_loader = (_eval_loader(train_ds, preprocessing, eval_batch, cfg.workers, device)
+                    if (cfg.freeze or lp_ft) and start_epoch == 0 else None)  # fmt: skip
+    if lp_ft and start_epoch == 0:
+        def save_probe(probed: Any) -> None:  # best.pt holds the most accurate head, before the refit
+            ckpt_io.save_checkpoint(best_path, model, epoch=0, metrics=_probe_row(probed, 0, elapsed), **fields)
+
+        probed = _probe(model, probe_loader, val_loader, classes, device, amp_dtype, channels_last, dist_info, True,
+                        save_probe)  # fmt: skip
+        if main:
+            row = _probe_row(probed, 0, elapsed)
+            elapsed = row["elapsed_s"]
+            history.append(row)
+            best, best_epoch = row.get("val_top1", -row["train_loss"]), 0
+            say(_epoch_line(row, cfg.epochs) + f"  (linear probe, weight decay {probed.fit.weight_decay:g}; "
+                f"fine-tuning starts from {probed.start_fit.weight_decay:g}, the lowest val loss)")
+        if ema is not None:  # the average starts from the fitted head, not the random one
+            ema = _make_ema(model, cfg.ema_decay)
+    for epoch in range(start_epoch, 1 if cfg.freeze else cfg.epochs):
         epoch_start = time.perf_counter()
         train_loader.set_epoch(epoch)
-        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}") if main and cfg.progress else None
-        stats = train_one_epoch(net, train_loader, optimizer, step=step, lr_at=lr_at,
-                                label_smoothing=cfg.label_smoothing, device=device, amp_dtype=amp_dtype,
-                                channels_last=channels_last, ema=ema, scaler=scaler, progress=bar,
-                                after_train_mode=after_train_mode)  # fmt: skip
+        bar = None
+        if cfg.freeze:
+            probed = _probe(model, probe_loader, val_loader, classes, device, amp_dtype, channels_last, dist_info,
+                            False)  # fmt: skip
+            stats = _probe_stats(probed, main)
+        else:
+            bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}") if main and cfg.progress else None
+            stats = train_one_epoch(net, train_loader, optimizer, step=step, lr_at=lr_at,
+                                    label_smoothing=cfg.label_smoothing, device=device, amp_dtype=amp_dtype,
+                                    channels_last=channels_last, ema=ema, scaler=scaler, progress=bar,
+                                    after_train_mode=after_train_mode)  # fmt: skip
         if bar is not None:
             bar.close()
         step = stats["step"]
@@ -651,8 +675,8 @@ def _run(
         if main:
             eval_model = ema.module if ema is not None else model
             if val_loader is not None:
-                val = evaluate(eval_model, val_loader, classes, device=device, amp_dtype=amp_dtype,
-                               channels_last=channels_last)  # fmt: skip
+                val = probed.val if cfg.freeze else evaluate(eval_model, val_loader, classes, device=device,
+                                                             amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
                 row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
             elapsed += time.perf_counter() - epoch_start
             row["elapsed_s"] = elapsed
@@ -686,7 +710,8 @@ def _run(
                     if key != "epoch":
                         writer.add_scalar(key, value, epoch + 1)
                 writer.flush()
-            say(_epoch_line(row, cfg.epochs))
+            say(_epoch_line(row, cfg.epochs) + (f"  (linear probe, weight decay {probed.fit.weight_decay:g})"
+                                                if cfg.freeze else ""))  # fmt: skip
         barrier()
 
     if writer is not None:
@@ -713,6 +738,54 @@ def _check_classes(splits: DatasetSplits, skipped: list[tuple[str, str]], source
     if empty:
         say(f"warning: class(es) {empty} have no readable training image: the model gets output(s) it never "
             "learns (remove the folder, or see `lightnets check-data`)")  # fmt: skip
+
+
+def _make_ema(model: nn.Module, decay: float) -> Any:
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _probe(model: nn.Module, train_loader: Any, val_loader: Any, classes: list[str], device: torch.device,
+           amp_dtype: torch.dtype | None, channels_last: bool, dist_info: DistInfo, lp_ft: bool,
+           save_best: Callable[[Any], None] | None = None) -> Any:  # fmt: skip
+    """The linear probe on rank 0 (the only rank with the validation split), its head sent to every rank.
+
+    The most accurate head on validation is the probe's result (``save_best`` stores it).  Fine-tuning then
+    starts from the head with the lowest validation loss instead: the most accurate one is usually barely
+    regularised, and its large weights send gradients into the backbone that wreck it in the first steps
+    (ants/bees: val 95 % -> 63 % after one epoch; the calibrated head fine-tunes smoothly)."""
+    probed = None
+    if dist_info.is_main:
+        probed = linear_probe.run_probe(model, train_loader, val_loader, classes, device=device,
+                                        amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
+        if save_best is not None:
+            save_best(probed)
+        if lp_ft:
+            probed.start_fit = linear_probe.refit(model, probed, "loss")
+    if dist_info.enabled:
+        for p in model.get_classifier().parameters():
+            torch.distributed.broadcast(p.data, 0)
+    return probed
+
+
+def _probe_stats(probed: Any, main: bool) -> dict[str, Any]:
+    """The probe as train_one_epoch's statistics (zeros on ranks other than 0, which did not run it)."""
+    if not main:
+        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "step": 0}
+    n, fit = probed.images, probed.fit
+    return {"loss_sum": fit.train_loss * n, "correct": fit.train_acc * n, "seen": n, "seconds": probed.seconds,
+            "step": 0}  # fmt: skip
+
+
+def _probe_row(probed: Any, epoch: int, elapsed: float) -> dict[str, Any]:
+    fit = probed.fit
+    row: dict[str, Any] = {"epoch": epoch, "lr": 0.0, "train_loss": fit.train_loss, "train_acc": fit.train_acc,
+                           "images_per_s": probed.images / probed.seconds, "epoch_seconds": probed.seconds}  # fmt: skip
+    if probed.val is not None:
+        row.update({"val_loss": probed.val.loss, "val_top1": probed.val.top1, "val_top5": probed.val.top5})
+    row["elapsed_s"] = elapsed + probed.seconds
+    return row
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
