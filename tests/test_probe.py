@@ -115,12 +115,12 @@ def test_png_folder_reaches_the_idx_paths_accuracy(shared_data, tmp_path) -> Non
 
     scores = {}
     for name, data in (("idx", f"idx:{idx_dir}"), ("png", str(png_dir))):
-        cfg = TrainConfig(model="mobilenet_v1", data=data, out=str(tmp_path / name), epochs=6, batch_size=128,
+        cfg = TrainConfig(model="mobilenet_v1", data=data, out=str(tmp_path / f"run-{name}"), epochs=6, batch_size=128,
                           model_args={"width_mult": 0.5}, progress=False, cache_dir=str(tmp_path / "cache"))  # fmt: skip
         result = train(cfg, log_fn=lambda _line: None)
         assert result.final_split == "test"
         scores[name] = result.final.top1
-    saved = json.loads((tmp_path / "png" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run-png" / "config.json").read_text())
     assert (
         saved["preprocessing"]["input_size"] == [28, 28] and saved["lightnets_kwargs"]["small_input"] is True
     )
