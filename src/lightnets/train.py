@@ -472,8 +472,9 @@ def _run(
     lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * dist_info.world_size,
                                      weights=cfg.weights is not None, lp_ft=lp_ft)  # fmt: skip
     wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4 if cfg.optimizer == "sgd" else 0.05
-    head_mult = (cfg.head_lr_mult if cfg.head_lr_mult is not None
-                 else recipe.default_head_lr_mult(weights=cfg.weights is not None, lp_ft=lp_ft or cfg.freeze))  # fmt: skip
+    head_mult = cfg.head_lr_mult
+    if head_mult is None:
+        head_mult = recipe.default_head_lr_mult(weights=cfg.weights is not None, lp_ft=lp_ft or cfg.freeze)
     groups = param_groups(model, lr=lr, weight_decay=wd, head_prefix=head, head_lr_mult=head_mult)
     if cfg.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
@@ -588,8 +589,9 @@ def _run(
         if main:
             eval_model = ema.module if ema is not None else model
             if val_loader is not None:
-                val = probed.val if cfg.freeze else evaluate(eval_model, val_loader, classes, device=device,
-                                                             amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
+                val = (probed.val if cfg.freeze  # the probe scored val on its cached features
+                       else evaluate(eval_model, val_loader, classes, device=device, amp_dtype=amp_dtype,
+                                     channels_last=channels_last))  # fmt: skip
                 row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
             elapsed += time.perf_counter() - epoch_start
             row["elapsed_s"] = elapsed
