@@ -142,7 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             model=args.model, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
             optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
             label_smoothing=args.label_smoothing, dropout=args.dropout, ema_decay=args.ema, amp=args.amp,
-            channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze, lp_ft=args.lp_ft,
+            channels_last=args.channels_last, seed=args.seed, weights=args.weights, freeze=args.freeze,
+            lp_ft=args.lp_ft,
             weights_sha256=args.weights_sha256, allow_unverified=args.allow_unverified_weights,
             head_lr_mult=args.head_lr_mult, bn_eval=args.bn_eval, input_size=args.input_size,
             small_input=args.small_input,
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unverified-weights", action="store_true",
                    help="accept a --weights URL that has no sha256 to check (you trust the source)")
     p.add_argument("--freeze", action="store_true",
-                   help="fit only the classifier, on features computed once (a linear probe; needs --weights)")
+                   help="fit only the classifier, on features computed once (a linear probe to convergence; "
+                   "needs --weights; --epochs unused)")
     p.add_argument("--lp-ft", action=argparse.BooleanOptionalAction, default=None,
                    help="fit the head by linear probe first, then fine-tune every layer (default: on with --weights)")
     p.add_argument("--head-lr-mult", type=float, default=None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,3 +256,49 @@ def refit(model: nn.Module, outcome: ProbeOutcome, select_by: str) -> ProbeFit:
                          select_by=select_by)  # fmt: skip
     set_head(model, fit)
     return fit
+
+
+# ----------------------------------------------------------------------------------------- as a run's stage
+
+
+def probe_stage(model: nn.Module, train_loader: Any, val_loader: Any, classes: list[str], device: torch.device,
+                amp_dtype: torch.dtype | None, channels_last: bool, dist_info: Any, lp_ft: bool,
+                save_best: Callable[[Any], None] | None = None) -> ProbeOutcome | None:  # fmt: skip
+    """The linear probe on rank 0 (the only rank with the validation split), its head sent to every rank.
+
+    The most accurate head on validation is the probe's result (``save_best`` stores it).  Fine-tuning then
+    starts from the head with the lowest validation loss instead: the most accurate one is usually barely
+    regularised, and its large weights send gradients into the backbone that wreck it in the first steps
+    (ants/bees: val 95 % -> 63 % after one epoch; the calibrated head fine-tunes smoothly)."""
+    probed = None
+    if dist_info.is_main:
+        probed = run_probe(model, train_loader, val_loader, classes, device=device, amp_dtype=amp_dtype,
+                           channels_last=channels_last)  # fmt: skip
+        if save_best is not None:
+            save_best(probed)
+        if lp_ft:
+            probed.start_fit = refit(model, probed, "loss")
+    if dist_info.enabled:
+        for p in model.get_classifier().parameters():
+            torch.distributed.broadcast(p.data, 0)
+    return probed
+
+
+def probe_stats(probed: Any, main: bool) -> dict[str, Any]:
+    """The probe as train_one_epoch's statistics (zeros on ranks other than 0, which did not run it)."""
+    if not main:
+        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "step": 0}
+    n, fit = probed.images, probed.fit
+    return {"loss_sum": fit.train_loss * n, "correct": fit.train_acc * n, "seen": n, "seconds": probed.seconds,
+            "step": 0}  # fmt: skip
+
+
+def probe_row(probed: Any, epoch: int, elapsed: float) -> dict[str, Any]:
+    """The probe as a row of the run's history (metrics.csv), ``elapsed`` being the run's time before it."""
+    fit = probed.fit
+    row: dict[str, Any] = {"epoch": epoch, "lr": 0.0, "train_loss": fit.train_loss, "train_acc": fit.train_acc,
+                           "images_per_s": probed.images / probed.seconds, "epoch_seconds": probed.seconds}  # fmt: skip
+    if probed.val is not None:
+        row.update({"val_loss": probed.val.loss, "val_top1": probed.val.top1, "val_top5": probed.val.top5})
+    row["elapsed_s"] = elapsed + probed.seconds
+    return row

@@ -557,14 +557,15 @@ def _run(
     lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * dist_info.world_size,
                                      weights=cfg.weights is not None, lp_ft=lp_ft)  # fmt: skip
     wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4 if cfg.optimizer == "sgd" else 0.05
-    head_mult = (cfg.head_lr_mult if cfg.head_lr_mult is not None
-                 else recipe.default_head_lr_mult(weights=cfg.weights is not None, lp_ft=lp_ft or cfg.freeze))  # fmt: skip
+    head_mult = cfg.head_lr_mult
+    if head_mult is None:
+        head_mult = recipe.default_head_lr_mult(weights=cfg.weights is not None, lp_ft=lp_ft or cfg.freeze)
     groups = param_groups(model, lr=lr, weight_decay=wd, head_prefix=head, head_lr_mult=head_mult)
     if cfg.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr)
-    ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 and not cfg.freeze else None  # a probe: no steps
 
     train_loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, preprocessing=preprocessing,
                                seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
@@ -635,12 +636,13 @@ def _run(
                     if (cfg.freeze or lp_ft) and start_epoch == 0 else None)  # fmt: skip
     if lp_ft and start_epoch == 0:
         def save_probe(probed: Any) -> None:  # best.pt holds the most accurate head, before the refit
-            ckpt_io.save_checkpoint(best_path, model, epoch=0, metrics=_probe_row(probed, 0, elapsed), **fields)
+            row = linear_probe.probe_row(probed, 0, elapsed)
+            ckpt_io.save_checkpoint(best_path, model, epoch=0, metrics=row, **fields)
 
-        probed = _probe(model, probe_loader, val_loader, classes, device, amp_dtype, channels_last, dist_info, True,
-                        save_probe)  # fmt: skip
+        probed = linear_probe.probe_stage(model, probe_loader, val_loader, classes, device, amp_dtype,
+                                          channels_last, dist_info, True, save_probe)  # fmt: skip
         if main:
-            row = _probe_row(probed, 0, elapsed)
+            row = linear_probe.probe_row(probed, 0, elapsed)
             elapsed = row["elapsed_s"]
             history.append(row)
             best, best_epoch = row.get("val_top1", -row["train_loss"]), 0
@@ -653,9 +655,9 @@ def _run(
         train_loader.set_epoch(epoch)
         bar = None
         if cfg.freeze:
-            probed = _probe(model, probe_loader, val_loader, classes, device, amp_dtype, channels_last, dist_info,
-                            False)  # fmt: skip
-            stats = _probe_stats(probed, main)
+            probed = linear_probe.probe_stage(model, probe_loader, val_loader, classes, device, amp_dtype,
+                                              channels_last, dist_info, False)  # fmt: skip
+            stats = linear_probe.probe_stats(probed, main)
         else:
             bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}") if main and cfg.progress else None
             stats = train_one_epoch(net, train_loader, optimizer, step=step, lr_at=lr_at,
@@ -675,8 +677,9 @@ def _run(
         if main:
             eval_model = ema.module if ema is not None else model
             if val_loader is not None:
-                val = probed.val if cfg.freeze else evaluate(eval_model, val_loader, classes, device=device,
-                                                             amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
+                val = (probed.val if cfg.freeze  # the probe scored val on its cached features
+                       else evaluate(eval_model, val_loader, classes, device=device, amp_dtype=amp_dtype,
+                                     channels_last=channels_last))  # fmt: skip
                 row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
             elapsed += time.perf_counter() - epoch_start
             row["elapsed_s"] = elapsed
@@ -744,48 +747,6 @@ def _make_ema(model: nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _probe(model: nn.Module, train_loader: Any, val_loader: Any, classes: list[str], device: torch.device,
-           amp_dtype: torch.dtype | None, channels_last: bool, dist_info: DistInfo, lp_ft: bool,
-           save_best: Callable[[Any], None] | None = None) -> Any:  # fmt: skip
-    """The linear probe on rank 0 (the only rank with the validation split), its head sent to every rank.
-
-    The most accurate head on validation is the probe's result (``save_best`` stores it).  Fine-tuning then
-    starts from the head with the lowest validation loss instead: the most accurate one is usually barely
-    regularised, and its large weights send gradients into the backbone that wreck it in the first steps
-    (ants/bees: val 95 % -> 63 % after one epoch; the calibrated head fine-tunes smoothly)."""
-    probed = None
-    if dist_info.is_main:
-        probed = linear_probe.run_probe(model, train_loader, val_loader, classes, device=device,
-                                        amp_dtype=amp_dtype, channels_last=channels_last)  # fmt: skip
-        if save_best is not None:
-            save_best(probed)
-        if lp_ft:
-            probed.start_fit = linear_probe.refit(model, probed, "loss")
-    if dist_info.enabled:
-        for p in model.get_classifier().parameters():
-            torch.distributed.broadcast(p.data, 0)
-    return probed
-
-
-def _probe_stats(probed: Any, main: bool) -> dict[str, Any]:
-    """The probe as train_one_epoch's statistics (zeros on ranks other than 0, which did not run it)."""
-    if not main:
-        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "step": 0}
-    n, fit = probed.images, probed.fit
-    return {"loss_sum": fit.train_loss * n, "correct": fit.train_acc * n, "seen": n, "seconds": probed.seconds,
-            "step": 0}  # fmt: skip
-
-
-def _probe_row(probed: Any, epoch: int, elapsed: float) -> dict[str, Any]:
-    fit = probed.fit
-    row: dict[str, Any] = {"epoch": epoch, "lr": 0.0, "train_loss": fit.train_loss, "train_acc": fit.train_acc,
-                           "images_per_s": probed.images / probed.seconds, "epoch_seconds": probed.seconds}  # fmt: skip
-    if probed.val is not None:
-        row.update({"val_loss": probed.val.loss, "val_top1": probed.val.top1, "val_top5": probed.val.top5})
-    row["elapsed_s"] = elapsed + probed.seconds
-    return row
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
