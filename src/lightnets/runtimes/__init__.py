@@ -33,7 +33,9 @@ __all__ = [
     "FORMATS",
     "MODULES",
     "Runner",
+    "SUFFIXES",
     "atomic_write",
+    "format_for_path",
     "get_format",
     "read_sidecar",
     "sidecar_path",
@@ -50,6 +52,11 @@ MODULES: dict[str, str] = {
     "openvino": "openvino",
     "ncnn": "ncnn",
 }
+
+#: main-file suffix -> format name, for running an exported file (``lightnets predict FILE``) without importing
+#: every format module; a registered format's own ``suffix`` is consulted too (``format_for_path``)
+SUFFIXES: dict[str, str] = {".onnx": "onnx", ".pte": "executorch", ".tflite": "tflite", ".xml": "openvino",
+                            ".param": "ncnn"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,9 @@ def get_format(name: str) -> Format:
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith(f"{__name__}."):  # the format module itself is not in this install
                 raise ValueError(f"format {name!r} is not available in this lightnets install") from None
-            raise ImportError(
+            from ..export import MissingPackageError  # an ImportError and a ValueError: one line in the CLI
+
+            raise MissingPackageError(
                 f"format {name!r} needs the package {e.name!r}: pip install 'lightnets[{_EXTRAS.get(name, name)}]'"
             ) from None
     if name not in FORMATS:
@@ -111,6 +120,12 @@ def get_format(name: str) -> Format:
 
 #: the pyproject extra of each format (for the error message when its module cannot even be imported)
 _EXTRAS = {"onnx": "export", "executorch": "executorch", "tflite": "tflite", "openvino": "openvino", "ncnn": "ncnn"}
+
+
+def format_for_path(path: str | Path) -> str | None:
+    """The format name of an exported file, from its suffix (None when no format writes that suffix)."""
+    suffix = Path(path).suffix.lower()
+    return next((f.name for f in FORMATS.values() if f.suffix == suffix), SUFFIXES.get(suffix))
 
 
 def atomic_write(path: Path, data: bytes | str) -> Path:

@@ -15,6 +15,7 @@ into the file's ``metadata_props`` (every value a JSON string) and into a sideca
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -54,6 +55,9 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
         raise ValueError("int8 export needs calibration images (ExportRequest.calib)")
     prefixes = [node_prefix(n) for n in request.float_layers]
     exclude = [n.name for n in proto.graph.node if any(n.name.startswith(p) for p in prefixes)]
+    root = logging.getLogger()  # quantize_static logs a "consider pre-processing" notice to the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="lightnets-onnx-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
@@ -62,6 +66,7 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
         )  # fmt: skip
+        root.setLevel(level)
         return onnx.load(str(dst))
 
 
