@@ -31,7 +31,7 @@ def test_fp32_parity_and_int8(family: str, shared_data: Path, tmp_path: Path) ->
     assert meta["delegated_subgraphs"] == 1 and meta["classes"] == ["a"], meta  # the whole net in XNNPACK
     got8, _, path8 = export_and_run("executorch", model, tmp_path / "q.pte", calib, check, "int8")
     assert relative_error(got8, ref) <= 0.7, relative_error(got8, ref)  # see test_runtimes_onnx: random weights
-    assert path8.stat().st_size < 0.45 * path.stat().st_size
+    assert path8.stat().st_size < 0.8 * path.stat().st_size  # tiny models: scales and int32 biases weigh a lot
 
 
 def test_channel_split_as_slices_is_the_same_function() -> None:
@@ -62,4 +62,5 @@ def test_imagenet_shufflenet_int8_keeps_top1(shared_data: Path, tmp_path: Path) 
     calib, check = photos(shared_data, 224, calib=32)
     got8, ref, path = export_and_run("executorch", model, tmp_path / "q.pte", calib, check, "int8")
     assert agreement(got8, ref) >= 0.9
+    assert path.stat().st_size <= 0.30 * 4 * sum(p.numel() for p in model.parameters())  # the size goal
     assert json.loads(Path(str(path) + ".json").read_text())["delegated_subgraphs"] == 1

@@ -33,8 +33,8 @@ def format_report(report: Any) -> str:
         lines.append(f"int8 budget {r.max_drop:g} points: {budget} (attempts, drop in points: {tried})")
         lines.append("layers kept in float: " + (", ".join(r.float_layers) if r.float_layers else "none"))
         if not r.within_budget:
-            lines.append("post-training int8 cannot reach the budget here: fine-tune with `lightnets train --qat "
-                         "--weights RUN` (quantization-aware), raise --max-drop, or give more --calib images")  # fmt: skip
+            lines.append("post-training int8 did not reach the budget: the file holds the best attempt; raise "
+                         "--max-drop or give more --calib images (quantization-aware training is not in lightnets yet)")  # fmt: skip
     if r.latency_ms is not None:
         lines.append(f"latency (batch 1, {r.threads or 'default'} threads): median {r.latency_ms:.2f} ms "
                      f"(IQR {r.latency_iqr_ms[0]:.2f}-{r.latency_iqr_ms[1]:.2f})")  # fmt: skip
