@@ -19,7 +19,7 @@ def format_report(report: Any) -> str:
              f"the fp32 weights' {_mb(r.fp32_param_bytes)}; {r.seconds:.1f} s)"]  # fmt: skip
     where = f"{r.format}'s own runtime on {r.num_check_images} check images ({r.checked_on})"
     if r.quantize is None:
-        lines.append(f"parity: max |diff| vs eager fp32 {r.max_abs_diff:.2e} (<= {r.parity_atol:.1e}; max |logit| "
+        lines.append(f"parity: max abs diff vs eager fp32 {r.max_abs_diff:.2e} (<= {r.parity_atol:.1e}; max |logit| "
                      f"{r.logit_scale:.2f}) in {where}")  # fmt: skip
     else:
         lines.append(f"int8 top-1 agreement with fp32: {r.agreement:.2%} in {where}")
