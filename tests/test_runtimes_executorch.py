@@ -28,7 +28,11 @@ def test_fp32_parity_and_int8(family: str, shared_data: Path, tmp_path: Path) ->
     got, ref, path = export_and_run("executorch", model, tmp_path / "m.pte", None, check)
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
     meta = json.loads(Path(str(path) + ".json").read_text())
-    assert meta["delegated_subgraphs"] == 1 and meta["classes"] == ["a"], meta  # the whole net in XNNPACK
+    if family == "shufflenet_v1":  # its padded average pools stay outside XNNPACK (see the module docstring)
+        assert set(meta["undelegated_ops"]) - {"aten.avg_pool2d.out"} <= {o for o in meta["undelegated_ops"]
+                                                                           if "alloc" in o}, meta  # fmt: skip
+    else:
+        assert meta["delegated_subgraphs"] == 1 and meta["classes"] == ["a"], meta  # the whole net in XNNPACK
     got8, _, path8 = export_and_run("executorch", model, tmp_path / "q.pte", calib, check, "int8")
     assert relative_error(got8, ref) <= 0.7, relative_error(got8, ref)  # see test_runtimes_onnx: random weights
     assert path8.stat().st_size < 0.8 * path.stat().st_size  # tiny models: scales and int32 biases weigh a lot
