@@ -220,3 +220,17 @@ def test_bench_and_predict_engine_executorch(checkpoint: Path, images: Path) -> 
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert (runner(x) - model(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_executorch_int8_export_and_predict_file(checkpoint: Path, images: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    pytest.importorskip("executorch")
+    out = tmp_path / "m.int8.pte"
+    report = deploy.export(checkpoint, "executorch", quantize="int8", calib=images, output=out, latency_s=0.05,
+                           calib_images=8, max_drop=100.0)  # fmt: skip
+    assert report.format_info["delegated_subgraphs"] == 1 and report.latency_ms > 0 and 0 <= report.agreement <= 1
+    assert json.loads((tmp_path / "m.int8.pte.json").read_text())["preprocessing"]["input_size"] == [SIZE, SIZE]
+    assert cli.main(["predict", str(out), str(images / "c1"), "--format", "json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(predictions) == 12 and all(p["top"][0]["class"] in CLASSES for p in predictions)
