@@ -143,7 +143,7 @@ def test_clear_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFi
     import importlib
 
     real = importlib.import_module
-    FORMATS.pop("executorch", None)
+    monkeypatch.delitem(FORMATS, "executorch", raising=False)
 
     def no_executorch(name: str, *a: object) -> object:
         if name == "lightnets.runtimes.executorch":
