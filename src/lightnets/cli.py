@@ -197,15 +197,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 @_command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from .inference import annotate_predictions, predict
 
-    source, runner = _checkpoint_file(args.checkpoint), None
-    if args.engine != "eager":
+    source, runner = args.checkpoint, None
+    from .runtimes import format_for_path
+
+    if format_for_path(args.checkpoint) and Path(args.checkpoint).is_file():  # an exported file: its own runtime
+        from .deploy_export import load_exported
+
+        runner, meta = load_exported(args.checkpoint)
+        source = (None, meta)
+    elif args.engine != "eager":
         from .deploy import load_runner
 
-        runner, model, ckpt = load_runner(args.checkpoint, args.engine)
+        runner, model, ckpt = load_runner(_checkpoint_file(args.checkpoint), args.engine)
         source = (model, ckpt)
+    else:
+        source = _checkpoint_file(args.checkpoint)
     result = predict(source, args.images, topk=args.topk, batch_size=args.batch_size, runner=runner)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -253,20 +263,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from .export import export
+    if args.format == "safetensors" or (args.format == "onnx" and not args.quantize and (args.opset or args.no_check)):
+        from .export import export
 
-    report = export(args.source, args.output, format=args.format, input_size=args.input_size, opset=args.opset,
-                    check=not args.no_check)  # fmt: skip
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(f"wrote {report.path} ({report.format}, {report.num_bytes / 1e6:.1f} MB, {report.seconds:.1f} s)")
-        if report.max_abs_diff is not None:
-            print(f"checked: onnx.checker ok; onnxruntime vs eager max abs diff {report.max_abs_diff:.2e} "
-                  f"(max |logit| {report.logit_scale:.2e}) at batch sizes {list(report.checked_batch_sizes)}")  # fmt: skip
-        if report.sidecar:
-            print(f"metadata: {report.sidecar}")
-    return 0
+        report = export(args.source, args.output, format=args.format, input_size=args.input_size, opset=args.opset,
+                        check=not args.no_check)  # fmt: skip
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            print(f"wrote {report.path} ({report.format}, {report.num_bytes / 1e6:.1f} MB, {report.seconds:.1f} s)")
+            if report.max_abs_diff is not None:
+                print(f"checked: onnx.checker ok; onnxruntime vs eager max abs diff {report.max_abs_diff:.2e} "
+                      f"(max |logit| {report.logit_scale:.2e}) at batch sizes {list(report.checked_batch_sizes)}")  # fmt: skip
+            if report.sidecar:
+                print(f"metadata: {report.sidecar}")
+        return 0
+    from .deploy_export import export as deploy_export
+    from .deploy_report import format_report
+
+    report = deploy_export(
+        args.source, args.format, quantize=args.quantize, calib=args.calib, max_drop=args.max_drop,
+        output=args.output, weights=args.weights, input_size=args.input_size, threads=args.threads,
+        split=args.split, latency_s=args.latency_time,
+    )  # fmt: skip
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.within_budget is not False else 1
 
 
 @_command("check-data")
@@ -394,14 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="decode image files without the decode cache")
 
     p = sub.add_parser("predict", help="top-k classes for image files or directories")
-    p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")
+    p.add_argument("checkpoint", help="run directory (uses best.pt), checkpoint file, or an exported file "
+                   "(.onnx, .pte, .tflite, .xml, .param: run in its own runtime with its recorded preprocessing)")
     p.add_argument("images", nargs="+", help="image files or directories")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--annotate", metavar="DIR", help="write copies with the predicted label drawn on")
-    p.add_argument("--engine", choices=["eager", "optimized", "onnxruntime", "openvino"], default="eager",
-                   help="inference engine (lightnets.deploy); onnxruntime / openvino need their packages")
+    p.add_argument("--engine", choices=["eager", "optimized", "onnxruntime", "openvino", "executorch", "tflite",
+                   "ncnn"], default="eager",
+                   help="inference engine (lightnets.deploy) for a checkpoint; all but eager/optimized need packages")
 
     p = sub.add_parser("demo", help="the main job: train on scikit-learn's digits, evaluate, predict, report")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-TIME)")
@@ -409,14 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
 
     # --- parsers of commands added by other modules' owners go below this line (one block per command) ---
-    p = sub.add_parser("export", help="export a checkpoint or registered model to ONNX (checked) or safetensors")
-    p.add_argument("source", help="checkpoint file, run directory (best.pt) or registered model name (random weights)")
-    p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx")
-    p.add_argument("--output", "-o", default=None, help="output file (default: SOURCE.FORMAT)")
+    p = sub.add_parser("export", help="export to an on-device format (onnx, executorch, tflite, openvino, ncnn), "
+                       "fp32 or int8, checked in its own runtime; or safetensors weights")
+    p.add_argument("source", help="run directory, checkpoint file, or registered model name (with --weights)")
+    p.add_argument("--format", choices=["onnx", "executorch", "tflite", "openvino", "ncnn", "safetensors"],
+                   default="onnx")
+    p.add_argument("--output", "-o", default=None, help="output file (default: SOURCE[.int8].SUFFIX)")
+    p.add_argument("--weights", default=None, help="state_dict file in the model's layout (with a registered name)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="static int8, calibrated on real images")
+    p.add_argument("--calib", default=None, metavar="DIR_OR_DATASET",
+                   help="images for calibration and checks: a folder of images or a dataset source "
+                   "(default for a run: its training split)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="int8 budget in top-1 points (beyond it the most sensitive layers stay float)")
+    p.add_argument("--split", choices=["val", "test"], default="val", help="the run's labelled split to measure on")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads for the check and the latency")
+    p.add_argument("--latency-time", type=float, default=1.0, help="seconds of batch-1 timing (0: skip)")
     p.add_argument("--input-size", type=_input_size, default=None,
                    help="N or HxW (default: the checkpoint's preprocessing / the model's own size)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 14-20)")
-    p.add_argument("--no-check", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset of the plain fp32 export (14-20)")
+    p.add_argument("--no-check", action="store_true", help="plain fp32 ONNX without the checks")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p = sub.add_parser("convert", help="TF / Keras weights (.keras, .weights.h5, .h5, .tflite) to a lightnets checkpoint")
     p.add_argument("source", help="keras.applications MobileNet / V2 / V3 file, or a MobileNet .tflite file")

@@ -32,6 +32,11 @@ onnxruntime-naive      the eager model through ``torch.onnx.export`` with a dyna
 openvino               the same ONNX graph as ``onnxruntime``, compiled by OpenVINO's CPU plugin for the
                        latency hint with fp32 inference precision (OpenVINO would otherwise use bf16 on
                        CPUs with AVX512-BF16/AMX), one compiled model per batch size (compiled on first use)
+onnxruntime-int8,      the on-device formats of ``lightnets.runtimes`` (``lightnets.format_engines``): the
+executorch[-int8],     model exported to a temporary file and run in that format's own runtime; the int8
+tflite[-int8],         forms are calibrated on random inputs, for timing only (``lightnets export
+openvino-int8,         --quantize int8 --calib DIR`` makes the int8 file that keeps accuracy)
+ncnn[-int8]
 =====================  ==================================================================================
 
 Which is fastest, and by how much, is measured by ``benchmarks/deploy_latency.py``; the numbers are in
@@ -56,12 +61,14 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .export import MissingPackageError
+from .format_engines import FORMAT_ENGINES
 
 __all__ = [
     "ENGINES",
     "EngineUnavailableError",
     "Runner",
     "available_engines",
+    "export",
     "fold_batchnorm",
     "load_runner",
     "make_runner",
@@ -70,7 +77,7 @@ __all__ = [
     "torch_threads",
 ]
 
-ENGINES: tuple[str, ...] = ("eager", "optimized", "onnxruntime", "onnxruntime-naive", "openvino")
+ENGINES: tuple[str, ...] = ("eager", "optimized", "onnxruntime", "onnxruntime-naive", "openvino", *FORMAT_ENGINES)
 
 #: the Python package each engine needs beyond torch (the pip name, and the extra that installs it)
 _ENGINE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -209,6 +216,10 @@ def optimize(
 
 
 def _missing_packages(engine: str) -> list[tuple[str, str]]:
+    if engine in FORMAT_ENGINES:  # the on-device formats (lightnets.format_engines)
+        from .format_engines import missing_packages
+
+        return missing_packages(engine)
     missing = []
     for package, extra in _ENGINE_PACKAGES[engine]:
         try:
@@ -529,7 +540,12 @@ def make_runner(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     start = time.perf_counter()
-    forward, info = _BUILDERS[engine](model, shape, threads)
+    if engine in FORMAT_ENGINES:
+        from .format_engines import build
+
+        forward, info = build(model, engine, shape, threads)
+    else:
+        forward, info = _BUILDERS[engine](model, shape, threads)
     info = {**info, "threads": threads}
     settings = ", ".join(f"{k}={v}" for k, v in info.items() if v is not None)
     return Runner(
@@ -553,6 +569,9 @@ def load_runner(
     """
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
+    if FORMAT_ENGINES.get(engine, (None, None))[1]:
+        raise ValueError(f"engine {engine!r} is calibrated on random inputs (for timing only); for int8 predictions "
+                         "export with `lightnets export SOURCE --quantize int8 --calib DIR` and predict with the file")
     model, ckpt = model_from_checkpoint(source if isinstance(source, dict) else load_checkpoint(source))
     prep = ckpt["preprocessing"]
     height, width = (int(s) for s in prep["input_size"])
@@ -560,3 +579,7 @@ def load_runner(
     runner = make_runner(model, engine, input_shape=(1, chans, height, width), threads=threads)
     runner.name = runner.name.replace(_model_label(model), ckpt["arch"], 1)
     return runner, model, ckpt
+
+
+# the one-call export (format module, checks in its runtime, int8 with fallback, report): lightnets.deploy.export
+from .deploy_export import export  # noqa: E402
