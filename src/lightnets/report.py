@@ -579,3 +579,12 @@ def save_eval_artifacts(run_dir: str | os.PathLike, eval_result: EvalResult) -> 
     )
     paths["per_class"].write_text(per_class_csv(eval_result.per_class), encoding="utf-8")
     return paths
+
+
+# ------------------------------------------------------------------------ building blocks for other pages
+# (lightnets.compare_report builds the deployed-forms comparison from these, so both pages look alike)
+CSS = _CSS
+escape = _esc
+data_uri = _data_uri
+thumbnail_uri = _thumbnail_uri
+per_class_table = _per_class_table
