@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import lightnets
 from lightnets import cli, deploy
 from lightnets.checkpoint import save_checkpoint
 from lightnets.eval_deployed import checkpoint_form, compare_deployed, evaluate_deployed
@@ -88,6 +89,7 @@ def test_fp32_file_scores_as_the_checkpoint(setup: dict[str, Path]) -> None:
     assert got.result.top1 == ref.result.top1 and len(set(got.preds.tolist())) > 1  # not a constant model
     assert [m.path for m in got.result.worst] == [m.path for m in ref.result.worst]
     assert got.num_bytes == setup["fp32"].stat().st_size
+    assert lightnets.evaluate_deployed is evaluate_deployed and lightnets.compare_deployed is compare_deployed
 
 
 def test_compare_lists_flips_and_logit_differences(setup: dict[str, Path]) -> None:
