@@ -13,4 +13,14 @@ __all__ = [
     "model_info",
     "register_model",
     "__version__",
+    "compare_deployed",
+    "evaluate_deployed",
 ]
+
+
+def __getattr__(name: str):  # lazy: the deployed-model evaluation imports onnx / runtimes only when used
+    if name in ("evaluate_deployed", "compare_deployed"):
+        from . import eval_deployed
+
+        return getattr(eval_deployed, name)
+    raise AttributeError(f"module 'lightnets' has no attribute {name!r}")

@@ -172,25 +172,59 @@ def _checkpoint_file(path: str) -> str:
 @_command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from .inference import evaluate_checkpoint
-    from .report import plot_confusion_matrix, save_eval_artifacts
+    from .eval_deployed import is_exported_file
 
-    result, _, ckpt = evaluate_checkpoint(_checkpoint_file(args.checkpoint), args.data, split=args.split,
-                                          batch_size=args.batch_size, workers=args.workers, worst_n=args.worst,
-                                          cache=not args.no_cache, cache_dir=args.cache_dir)  # fmt: skip
+    if args.compare:
+        return _eval_compare(args)
+    if is_exported_file(args.checkpoint):  # an exported file: its own runtime, its recorded preprocessing
+        from .eval_deployed import evaluate_deployed
+
+        form = evaluate_deployed(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
+                                 workers=args.workers, worst_n=args.worst, threads=args.threads)  # fmt: skip
+        result, what = form.result, f"{form.name} ({form.format}, {form.quantize or 'fp32'}) in its runtime"
+    else:
+        from .eval_deployed import checkpoint_form
+
+        form = checkpoint_form(_checkpoint_file(args.checkpoint), args.data, split=args.split,
+                               batch_size=args.batch_size, workers=args.workers, worst_n=args.worst,
+                               cache=not args.no_cache, cache_dir=args.cache_dir)  # fmt: skip
+        result, what = form.result, f"{form.metadata['arch']} from {form.path}"
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(f"{ckpt['arch']} from {ckpt['path']} on {args.data} ({result.split})")
+        print(f"{what} on {args.data} ({form.split})")
         _print_eval(result, top=args.worst)
     if args.out:
-        out = Path(args.out)
-        files = save_eval_artifacts(out, result)
-        plot_confusion_matrix(result.confusion, result.class_names, out / "confusion_matrix.png")
+        from .eval_report import write_eval_dir
+
+        files = write_eval_dir(args.out, form)
         if args.format != "json":
-            print(f"wrote {', '.join(str(p) for p in files.values())}, {out / 'confusion_matrix.png'}")
+            print(f"wrote {', '.join(str(p) for p in files.values())}")
+    return 0
+
+
+def _eval_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .eval_deployed import compare_deployed, is_exported_file
+    from .eval_report import summary_lines, write_comparison
+
+    if is_exported_file(args.checkpoint):
+        raise ValueError(f"--compare needs the run directory or checkpoint first, got the file {args.checkpoint}")
+    cmp = compare_deployed(args.checkpoint, args.data, args.compare, split=args.split, batch_size=args.batch_size,
+                           workers=args.workers, worst_n=args.worst, threads=args.threads,
+                           latency_s=args.latency_time)  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(cmp.to_dict(), indent=2))
+    else:
+        print(f"{cmp.forms[0].metadata['arch']} on {args.data} ({cmp.forms[0].split}, "
+              f"{cmp.forms[0].result.num_samples} images)")  # fmt: skip
+        print("\n".join(summary_lines(cmp)))
+    if args.out:
+        files = write_comparison(args.out, cmp)
+        if args.format != "json":
+            print(f"wrote {', '.join(str(p) for p in files.values())}")
     return 0
 
 
@@ -402,11 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="where image folders are decoded once (default: user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="decode image files every epoch (no decode cache)")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, confusion matrix, per-class metrics")
-    p.add_argument("checkpoint", help="run directory (uses best.pt) or checkpoint file")
+    p = sub.add_parser("eval", help="evaluate a checkpoint or an exported file: top-1/5, confusion matrix, "
+                       "per-class metrics; --compare: the checkpoint beside its exported files")
+    p.add_argument("checkpoint", help="run directory (uses best.pt), checkpoint file, or an exported file (.onnx, "
+                   ".pte, .tflite, .xml, .param: run in its own runtime with its recorded preprocessing)")
     p.add_argument("data", help="dataset source (same forms as train --data)")
     p.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"])
-    p.add_argument("--out", help="directory for eval.json, confusion_matrix.csv/.png, per_class.csv")
+    p.add_argument("--out", help="directory for eval.json, confusion_matrix.csv/.png, per_class.csv, report.html "
+                   "(with --compare: compare.json, compare.html)")
+    p.add_argument("--compare", nargs="+", metavar="FILE", help="exported files of this run: evaluate each in its "
+                   "runtime beside the checkpoint (changed predictions, per-class F1, size, batch-1 latency)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the runtimes (default: their own choice)")
+    p.add_argument("--latency-time", type=float, default=1.0, help="seconds of batch-1 timing per form with "
+                   "--compare (0: no timing)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--worst", type=int, default=10, help="how many worst misclassified images to list")

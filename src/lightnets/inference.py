@@ -52,7 +52,22 @@ def evaluate_checkpoint(
     model, ckpt = load_for_inference(source)
     classes = list(ckpt["classes"])
     chans = int(ckpt["preprocessing"].get("in_chans", ckpt["kwargs"].get("in_chans", 3)))
-    splits = load_dataset(data, val_fraction=0.0, in_chans=chans, cache=cache, cache_dir=cache_dir)
+    name, ds = eval_split(data, classes, chans, split, owner="the checkpoint", cache=cache, cache_dir=cache_dir)
+    loader = _eval_loader(ds, ckpt["preprocessing"], batch_size, workers, torch.device("cpu"))
+    result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=_paths(ds))
+    result.split = name  # type: ignore[attr-defined]
+    return result, ds, ckpt
+
+
+def eval_split(data: str, classes: list[str], in_chans: int, split: str = "auto", owner: str = "the model",
+               cache: bool = True, cache_dir: str | os.PathLike | None = None) -> tuple[str, Any]:  # fmt: skip
+    """(split name, dataset) of ``data`` to evaluate a model that knows ``classes`` (in its label order).
+
+    ``split`` as in ``evaluate_checkpoint``.  Every class of the data must be one of ``classes`` (``owner``
+    names the model in the error); a subset is fine: a relabelled copy maps the data's labels to the model's
+    by name, the loaded dataset itself is never changed.
+    """
+    splits = load_dataset(data, val_fraction=0.0, in_chans=in_chans, cache=cache, cache_dir=cache_dir)
     options = {"test": splits.test, "val": splits.val, "train": splits.train, "all": splits.train}
     if split == "auto":
         name, ds = next((n, d) for n, d in (("test", splits.test), ("val", splits.val), ("all", splits.train)) if d is not None)
@@ -65,16 +80,24 @@ def evaluate_checkpoint(
         raise ValueError(f"split must be auto, test, val, train or all, got {split!r}")
     unknown = [c for c in splits.classes if c not in classes]
     if unknown:
-        raise ValueError(f"{data} has classes the checkpoint does not know: {unknown[:10]} "
-                         f"(checkpoint classes: {classes[:10]}{' ...' if len(classes) > 10 else ''})")  # fmt: skip
+        raise ValueError(f"{data} has classes {owner} does not know: {unknown[:10]} "
+                         f"({owner} knows: {classes[:10]}{' ...' if len(classes) > 10 else ''})")  # fmt: skip
     if list(splits.classes) != classes:
         ds = _remap_labels(ds, [classes.index(c) for c in splits.classes], classes)
     if hasattr(ds, "scan"):
         ds.scan(check=True)
-    loader = _eval_loader(ds, ckpt["preprocessing"], batch_size, workers, torch.device("cpu"))
-    result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=_paths(ds))
-    result.split = name  # type: ignore[attr-defined]
-    return result, ds, ckpt
+    return name, ds
+
+
+def eval_loader(ds: Any, preprocessing: dict[str, Any], batch_size: int = 64, workers: int = 0) -> Any:
+    """Unshuffled CPU batches of ``ds`` preprocessed as ``preprocessing`` says, the same as ``evaluate_checkpoint``
+    uses: (images, targets) with positions as ids in memory, (images, targets, ids) from folders."""
+    return _eval_loader(ds, preprocessing, batch_size, workers, torch.device("cpu"))
+
+
+def sample_paths(ds: Any) -> list[str] | None:
+    """File path by sample id for a folder dataset, None for an in-memory one."""
+    return _paths(ds)
 
 
 def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:

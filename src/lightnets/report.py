@@ -588,3 +588,12 @@ def save_eval_artifacts(run_dir: str | os.PathLike, eval_result: EvalResult) -> 
                  what="evaluation file")  # fmt: skip
     atomic_write(paths["per_class"], per_class_csv(eval_result.per_class), what="evaluation file")
     return paths
+
+
+# ------------------------------------------------------------------------ building blocks for other pages
+# (lightnets.compare_report builds the deployed-forms comparison from these, so both pages look alike)
+CSS = _CSS
+escape = _esc
+data_uri = _data_uri
+thumbnail_uri = _thumbnail_uri
+per_class_table = _per_class_table
