@@ -240,7 +240,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 # settings a continued run may change: they do not change its results
-RESUME_FREE = ("workers", "device", "progress")
+RESUME_FREE = ("workers", "device", "progress", "cache_dir", "no_cache")  # where data is read from, not what is learnt
 
 
 def resume_overrides(cfg: TrainConfig, overrides: dict[str, Any], run_dir: Path) -> tuple[TrainConfig, int | None]:
