@@ -63,7 +63,8 @@ def _render(browser: str, page: Path, tmp: Path) -> tuple[dict, list[str]]:
            f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
            "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a negative code is a signal: Chromium itself crashed (e.g. under a `ulimit -v` it cannot reserve memory)
+    assert proc.returncode == 0, f"chromium exited with {proc.returncode}: {proc.stderr[-2000:]}"
     match = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
     assert match, f"the probe did not run; page ends: {proc.stdout[-500:]!r}"
     import html
