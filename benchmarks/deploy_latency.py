@@ -14,6 +14,7 @@ is printed at the start and the end.
 
     python benchmarks/deploy_latency.py                       # the four models of the issue, ~10 min
     python benchmarks/deploy_latency.py --models shufflenet_v2_x1_0 --rounds 5 --batch32-rounds 1
+    python benchmarks/deploy_latency.py --formats [--mode accuracy]   # on-device formats fp32 / int8 (deploy_formats.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,6 +236,12 @@ def batch32_table(results: Sequence[ModelResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--formats" in argv[:1]:  # the on-device formats, fp32 and int8 (benchmarks/deploy_formats.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from deploy_formats import main as formats_main
+
+        return formats_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--engines", nargs="+", default=list(deploy.ENGINES))

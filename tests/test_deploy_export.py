@@ -143,7 +143,7 @@ def test_clear_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFi
     import importlib
 
     real = importlib.import_module
-    FORMATS.pop("executorch", None)
+    monkeypatch.delitem(FORMATS, "executorch", raising=False)
 
     def no_executorch(name: str, *a: object) -> object:
         if name == "lightnets.runtimes.executorch":
@@ -192,3 +192,45 @@ def test_layer_sensitivity_ranks_a_layer_with_an_outlier_weight_first() -> None:
     ranking = layer_sensitivity(folded, torch.randn(8, 3, SIZE, SIZE))
     assert set(ranking) == set(layers) and next(iter(ranking)) == victim
     assert all(v >= 0 for v in ranking.values())
+
+
+def test_bench_rows_for_the_int8_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    from lightnets.bench import benchmark
+
+    assert "onnxruntime-int8" in deploy.available_engines() and "executorch-int8" in deploy.ENGINES
+    rows = benchmark([ARCH], input_sizes=[SIZE], engines=["onnxruntime", "onnxruntime-int8"], warmup=1,
+                     min_time_s=0.0, repeats=2, rounds=1)  # fmt: skip
+    assert [r.engine for r in rows] == ["onnxruntime", "onnxruntime-int8"]
+    assert all(r.latency_ms > 0 and r.repeats == 2 and r.input_h == SIZE for r in rows)
+    runner = deploy.make_runner(lightnets.create_model(ARCH), "onnxruntime-int8", input_shape=(1, 3, SIZE, SIZE))
+    assert runner.info["calibration"] == "random (latency only)" and runner(torch.randn(3, 3, SIZE, SIZE)).shape == (3, 1000)
+    with pytest.raises(ValueError, match="for timing only"):
+        deploy.load_runner("unused.pt", "onnxruntime-int8")
+
+
+@pytest.mark.slow
+def test_bench_and_predict_engine_executorch(checkpoint: Path, images: Path) -> None:
+    pytest.importorskip("executorch")
+    from lightnets.bench import benchmark
+
+    rows = benchmark([ARCH], input_sizes=[SIZE], engines=["executorch", "executorch-int8"], warmup=1,
+                     min_time_s=0.0, repeats=2, rounds=1)  # fmt: skip
+    assert [r.engine for r in rows] == ["executorch", "executorch-int8"] and all(r.latency_ms > 0 for r in rows)
+    runner, model, _ = deploy.load_runner(checkpoint, "executorch")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert (runner(x) - model(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_executorch_int8_export_and_predict_file(checkpoint: Path, images: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    pytest.importorskip("executorch")
+    out = tmp_path / "m.int8.pte"
+    report = deploy.export(checkpoint, "executorch", quantize="int8", calib=images, output=out, latency_s=0.05,
+                           calib_images=8, max_drop=100.0)  # fmt: skip
+    assert report.format_info["delegated_subgraphs"] == 1 and report.latency_ms > 0 and 0 <= report.agreement <= 1
+    assert json.loads((tmp_path / "m.int8.pte.json").read_text())["preprocessing"]["input_size"] == [SIZE, SIZE]
+    assert cli.main(["predict", str(out), str(images / "c1"), "--format", "json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(predictions) == 12 and all(p["top"][0]["class"] in CLASSES for p in predictions)

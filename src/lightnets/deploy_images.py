@@ -49,6 +49,9 @@ def _file_images(files: list[Path], prep: dict[str, Any]) -> torch.Tensor:
     from .transforms import eval_transform, mode_for_chans
 
     transform, mode = eval_transform(prep), mode_for_chans(int(prep.get("in_chans", 3)))
+    if not files:
+        size = prep["input_size"]
+        return torch.empty((0, int(prep.get("in_chans", 3)), int(size[0]), int(size[1])))
     out = []
     for f in files:
         try:

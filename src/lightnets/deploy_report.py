@@ -19,7 +19,7 @@ def format_report(report: Any) -> str:
              f"the fp32 weights' {_mb(r.fp32_param_bytes)}; {r.seconds:.1f} s)"]  # fmt: skip
     where = f"{r.format}'s own runtime on {r.num_check_images} check images ({r.checked_on})"
     if r.quantize is None:
-        lines.append(f"parity: max |diff| vs eager fp32 {r.max_abs_diff:.2e} (<= {r.parity_atol:.1e}; max |logit| "
+        lines.append(f"parity: max abs diff vs eager fp32 {r.max_abs_diff:.2e} (<= {r.parity_atol:.1e}; max |logit| "
                      f"{r.logit_scale:.2f}) in {where}")  # fmt: skip
     else:
         lines.append(f"int8 top-1 agreement with fp32: {r.agreement:.2%} in {where}")
@@ -33,8 +33,8 @@ def format_report(report: Any) -> str:
         lines.append(f"int8 budget {r.max_drop:g} points: {budget} (attempts, drop in points: {tried})")
         lines.append("layers kept in float: " + (", ".join(r.float_layers) if r.float_layers else "none"))
         if not r.within_budget:
-            lines.append("post-training int8 cannot reach the budget here: fine-tune with `lightnets train --qat "
-                         "--weights RUN` (quantization-aware), raise --max-drop, or give more --calib images")  # fmt: skip
+            lines.append("post-training int8 did not reach the budget: the file holds the best attempt; raise "
+                         "--max-drop or give more --calib images (quantization-aware training is not in lightnets yet)")  # fmt: skip
     if r.latency_ms is not None:
         lines.append(f"latency (batch 1, {r.threads or 'default'} threads): median {r.latency_ms:.2f} ms "
                      f"(IQR {r.latency_iqr_ms[0]:.2f}-{r.latency_iqr_ms[1]:.2f})")  # fmt: skip

@@ -12,7 +12,8 @@ Two steps, both measured:
    top 1, 2, 4, 8, ... layers in float until the drop is within the budget.  Doubling needs few exports
    (each one a full export + check) and a step never drops a layer the previous one kept.
 
-When even the last step misses the budget, the result says so; quantization-aware training is the next tool.
+When even the last step misses the budget, the result says so (and ``lightnets export`` exits with status 1);
+quantization-aware training would be the next tool, and is not implemented yet.
 """
 
 from __future__ import annotations

@@ -104,7 +104,9 @@ def get_format(name: str) -> Format:
         import importlib
 
         try:
-            importlib.import_module(f"{__name__}.{MODULES[name]}")
+            module = importlib.import_module(f"{__name__}.{MODULES[name]}")
+            if name not in FORMATS and isinstance(getattr(module, "FORMAT", None), Format):
+                register_format(module.FORMAT)  # imported before, then dropped from the registry
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith(f"{__name__}."):  # the format module itself is not in this install
                 raise ValueError(f"format {name!r} is not available in this lightnets install") from None

@@ -14,6 +14,11 @@ model) each stride-1 unit's forward is replaced by the same split written as two
 ``x[:, c:]`` -- the same values, bit for bit -- which XNNPACK delegates (static slice): the whole network
 becomes one delegated subgraph.
 
+Not delegated, still: ShuffleNetV1's stride-2 shortcut, ``AvgPool2d(3, 2, padding=1)``, averages over its
+zero padding, which XNNPACK's average pooling refuses; those three pools run in portable kernels (4 delegated
+subgraphs).  An explicit ``ZeroPad2d`` + unpadded pool (the same arithmetic) is partitioned, but XNNPACK 1.5's
+compiler then failed to build the program (``XNNCompiler::compileModel failed: 0x1``), so it is not done.
+
 Runtime: ExecuTorch's Python runtime (``executorch.runtime``).  Its XNNPACK thread pool is process-wide and
 starts with one thread per core the runtime detects, so ``load(path, threads)`` sets it explicitly.  The
 program is exported at batch 1 (the on-device case); a larger batch runs image by image.

@@ -25,13 +25,30 @@ import numpy as np
 
 from . import ExportRequest, Format, atomic_write, register_format, write_sidecar
 
-__all__ = ["export", "load", "node_prefix", "read_metadata"]
+CALIBRATION = "MinMax"  # onnxruntime CalibrationMethod name
+
+__all__ = ["export", "layer_nodes", "load", "node_prefixes", "read_metadata"]
 
 
-def node_prefix(module_name: str) -> str:
-    """The node-name prefix the TorchScript exporter gives the operators of module ``module_name``."""
-    parts = module_name.split(".")
-    return "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+def node_prefixes(module_name: str) -> tuple[str, ...]:
+    """The node-name prefixes the TorchScript exporter gives the operators of module ``module_name``.
+
+    One path segment per module level, an index joined to its container's segment: module
+    ``stage2.0.branch1.0`` -> ``/stage2/stage2.0/branch1/branch1.0/``.  A module reached through a slice of
+    its container (MobileNetV3's ``self.classifier[:3](x)``) lacks the container's own segment:
+    ``/classifier.0/``; both forms are returned.
+    """
+    segments: list[str] = []
+    for part in module_name.split("."):
+        segments.append(f"{segments[-1]}.{part}" if part.isdigit() and segments else part)
+    sliced = [s for i, s in enumerate(segments) if not (i + 1 < len(segments) and segments[i + 1].startswith(s + "."))]
+    return tuple(dict.fromkeys("/" + "/".join(form) + "/" for form in (segments, sliced)))
+
+
+def layer_nodes(proto: Any, module_name: str) -> list[str]:
+    """Names of the graph nodes that belong to module ``module_name``."""
+    prefixes = node_prefixes(module_name)
+    return [n.name for n in proto.graph.node if n.name.startswith(prefixes)]
 
 
 class _Reader:
@@ -53,8 +70,10 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
 
     if request.calib is None or len(request.calib) == 0:
         raise ValueError("int8 export needs calibration images (ExportRequest.calib)")
-    prefixes = [node_prefix(n) for n in request.float_layers]
-    exclude = [n.name for n in proto.graph.node if any(n.name.startswith(p) for p in prefixes)]
+    exclude = {name: layer_nodes(proto, name) for name in request.float_layers}
+    unmatched = [name for name, nodes in exclude.items() if not nodes]
+    if unmatched:
+        raise ValueError(f"onnx: no graph node belongs to the float layer(s) {unmatched}")
     root = logging.getLogger()  # quantize_static logs a "consider pre-processing" notice to the root logger
     level = root.level
     root.setLevel(logging.ERROR)
@@ -64,7 +83,7 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
         quantize_static(
             str(src), str(dst), _Reader(proto.graph.input[0].name, request.calib.numpy().astype(np.float32)),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+            weight_type=QuantType.QInt8, nodes_to_exclude=[n for nodes in exclude.values() for n in nodes], calibrate_method=getattr(CalibrationMethod, CALIBRATION),
         )  # fmt: skip
         root.setLevel(level)
         return onnx.load(str(dst))
