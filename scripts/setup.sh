@@ -21,3 +21,14 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
     echo "setup.sh: no apt-get (or no root) to install chromium; tests/test_report_browser.py will skip" >&2
   fi
 fi
+# The pinned CPU torch must have survived every install above (no CUDA build, no nvidia-* wheels).
+"$PY" - <<'PYEOF'
+import importlib.metadata as md
+import sys
+
+import torch
+
+nvidia = sorted({d.metadata["Name"] for d in md.distributions() if (d.metadata["Name"] or "").lower().startswith("nvidia")})
+if not torch.__version__.startswith("2.13.0") or "+cpu" not in torch.__version__ or nvidia:
+    sys.exit(f"setup.sh: expected torch 2.13.0+cpu and no nvidia packages, found torch {torch.__version__}, {nvidia}")
+PYEOF
