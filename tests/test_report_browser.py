@@ -95,3 +95,24 @@ def test_the_probe_sees_a_broken_image(tmp_path: Path) -> None:
     found, console = _render(browser, page, tmp_path)
     assert found["broken"] == ["missing"]
     assert any("Uncaught ReferenceError: undefinedFunction" in line for line in console), console
+
+
+def test_comparison_report_renders_in_chromium(demo_report: Path, tmp_path: Path) -> None:
+    # issue 14: the checkpoint beside its deployed forms (fp32 and int8 ONNX of the demo run), compare.html in a browser
+    browser = _chromium()
+    pytest.importorskip("onnxruntime")
+    from lightnets.deploy import export
+    from lightnets.eval_deployed import compare_deployed
+    from lightnets.eval_report import write_comparison
+
+    run = demo_report.parent
+    files = [export(run, "onnx", output=tmp_path / "demo.onnx", latency_s=0).path,
+             export(run, "onnx", quantize="int8", output=tmp_path / "demo.int8.onnx", latency_s=0).path]  # fmt: skip
+    cmp = compare_deployed(run, "digits", files, latency_s=0.2)
+    page = write_comparison(tmp_path / "cmp", cmp)["html"]
+    found, console = _render(browser, page, tmp_path)
+    assert found["images"] >= 3, found["images"]  # a confusion matrix per form
+    assert found["broken"] == [], found["broken"]
+    assert found["errors"] == [] and console == [], (found["errors"], console)
+    for needle in ("checkpoint", "demo.onnx", "demo.int8.onnx"):
+        assert needle in found["text"], needle
