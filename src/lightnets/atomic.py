@@ -84,6 +84,15 @@ def write_json(path: str | os.PathLike, obj: Any, *, what: str = "file", indent:
     return atomic_write(path, json_text(obj, indent=indent) + "\n", what=what, errors="strict")
 
 
+def save_image(image: Any, path: str | os.PathLike, *, what: str = "image", format: str = "PNG") -> Path:
+    """A Pillow image encoded in memory, then written to ``path`` atomically (never a half-written PNG)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=format)
+    return atomic_write(path, buf.getbuffer(), what=what)
+
+
 def display_name(text: str) -> str:
     """A string safe to print or put in HTML: lone surrogates (bytes of a non-UTF-8 file name) as ``\\xe9``."""
     try:

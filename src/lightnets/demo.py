@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from .atomic import save_image
 from .inference import annotate_predictions, predict
 from .train import RunResult, TrainConfig, train
 
@@ -35,8 +36,7 @@ def write_sample_images(run: RunResult, out_dir: Path, count: int = 6) -> list[P
     for i in list(val_idx)[:count]:
         img = Image.fromarray(data.images[int(i), 0].numpy(), mode="L")
         path = out_dir / f"digit_{int(i):04d}_true_{data.classes[int(data.labels[int(i)])]}.png"
-        img.save(path)
-        paths.append(path)
+        paths.append(save_image(img, path, what="sample image"))
     return paths
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import save_image
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import ImageReadError, is_image_file, list_image_files, load_dataset, load_image
 from .engine import evaluate
@@ -223,6 +224,5 @@ def annotate_predictions(result: PredictResult, out_dir: str | os.PathLike, mode
         name, prob = pred.named_top()[0]
         image = annotate_image(load_image(pred.path, mode="RGB"), f"{name} ({prob:.1%})")
         dest = out / f"{i:04d}_{Path(pred.path).stem}.png"
-        image.save(dest)
-        written.append(dest)
+        written.append(save_image(image, dest, what="annotated image"))
     return written
