@@ -32,8 +32,7 @@ FORMAT_ENGINES: dict[str, tuple[str, str | None]] = {
     "tflite": ("tflite", None),
     "tflite-int8": ("tflite", "int8"),
     "openvino-int8": ("openvino", "int8"),
-    "ncnn": ("ncnn", None),
-    "ncnn-int8": ("ncnn", "int8"),
+    "ncnn": ("ncnn", None),  # no "ncnn-int8": the PyPI packages lack ncnn2table / ncnn2int8 (runtimes/ncnn.py)
 }
 CALIB_INPUTS = 8
 
