@@ -22,6 +22,8 @@ MAX_WARMUP_FRACTION = 0.1
 # and the fine-tuning stage of LP-FT (head already fitted, every layer at the same, lower, rate)
 SGD_LR_SCRATCH, SGD_LR_FINE_TUNE, SGD_LR_LP_FT = 0.1, 0.01, 0.04
 ADAMW_LR = 1e-3
+# RandomResizedCrop area range: torchvision's (0.08, 1) from scratch; from pretrained weights a milder one
+CROP_SCALE_SCRATCH, CROP_SCALE_PRETRAINED = (0.08, 1.0), (0.25, 1.0)
 
 
 def default_batch_size(num_train: int, world_size: int = 1) -> int:
@@ -47,6 +49,12 @@ def default_lr(optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool)
 def default_head_lr_mult(*, weights: bool, lp_ft: bool) -> float:
     """A new random head learns 10x faster than the pretrained body; a head fitted by the probe does not."""
     return 10.0 if weights and not lp_ft else 1.0
+
+
+def default_crop_scale(*, weights: bool) -> tuple[float, float]:
+    """Training crops' area range (ImageNet-style folders): features learnt on whole ImageNet objects are
+    disturbed by 8 %-area crops of a few hundred photos, so fine-tuning crops keep at least a quarter."""
+    return CROP_SCALE_PRETRAINED if weights else CROP_SCALE_SCRATCH
 
 
 class Schedule(NamedTuple):
