@@ -48,6 +48,27 @@ def test_learning_rates() -> None:
     assert recipe.default_head_lr_mult(weights=True, lp_ft=True) == 1.0
 
 
+def test_crop_scale_is_milder_from_pretrained_weights_and_reaches_the_loader(tmp_path) -> None:
+    from PIL import Image
+
+    from lightnets.data import ImageFolder, make_loader
+    from lightnets.transforms import RandomResizedCrop, make_preprocessing
+
+    assert recipe.default_crop_scale(weights=False) == (0.08, 1.0)
+    assert recipe.default_crop_scale(weights=True)[0] > 0.08
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / cls / "x.png")
+    ds, pp = ImageFolder(tmp_path), make_preprocessing("imagenet", 32)
+
+    def crop_scale(**kw) -> tuple[float, float]:
+        loader = make_loader(ds, batch_size=2, train=True, preprocessing=pp, **kw)
+        return next(s.scale for s in loader.dataset.transform.steps if isinstance(s, RandomResizedCrop))
+
+    assert crop_scale() == (0.08, 1.0)
+    assert crop_scale(crop_scale=(0.25, 1.0)) == (0.25, 1.0)
+
+
 def test_amp_auto_decision_table() -> None:
     with_bf16 = "processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_tile\n"
     assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16("flags : fpu sse avx2 avx512f\n")

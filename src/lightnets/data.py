@@ -1413,11 +1413,13 @@ def make_loader(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     pin_memory: bool = False,
+    crop_scale: tuple[float, float] | None = None,
 ) -> TensorBatchLoader | FolderLoader:
     """The loader for one split: shuffled, augmented and drop_last when ``train`` (each overridable).
 
     In-memory datasets get a TensorBatchLoader (``device`` moves uint8 batches before augmentation); file
-    datasets a FolderLoader with ``train_transform(preprocessing)`` or ``eval_transform(preprocessing)``.
+    datasets a FolderLoader with ``train_transform(preprocessing)`` (RandomResizedCrop area range
+    ``crop_scale`` when given) or ``eval_transform(preprocessing)``.
     Both yield (images, labels) -- (images, indices) for ImageFiles -- and have set_epoch and len().
     """
     augment = train if augment is None else augment
@@ -1429,7 +1431,9 @@ def make_loader(
         )  # fmt: skip
     if isinstance(dataset, (ImageFolder, ImageFiles)):
         dataset = dataset.with_transform(
-            train_transform(preprocessing) if augment else eval_transform(preprocessing)
+            train_transform(preprocessing, **({} if crop_scale is None else {"scale": crop_scale}))
+            if augment
+            else eval_transform(preprocessing)
         )
     return FolderLoader(
         dataset, batch_size, shuffle=train, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,

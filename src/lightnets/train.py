@@ -82,7 +82,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int | None = None  # default: 128, smaller for small training sets (recipe.default_batch_size)
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
-    lr: float | None = None  # default: sgd 0.1 x batch/256 (fine-tuning 0.01 x, after LP 0.04 x); adamw 1e-3 x
+    lr: float | None = None  # default: sgd 0.1 x batch/256 (fine-tuning 0.01 x, after LP 0.004 x); adamw 1e-3 x
     weight_decay: float | None = None  # default: sgd 5e-4, adamw 0.05; never on norm / bias parameters
     warmup_epochs: float = 1.0  # in steps, at most a tenth of the run's steps (recipe.make_schedule)
     label_smoothing: float = 0.1
@@ -567,9 +567,10 @@ def _run(
         optimizer = torch.optim.AdamW(groups, lr=lr)
     ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 and not cfg.freeze else None  # a probe: no steps
 
+    crop_scale = recipe.default_crop_scale(weights=cfg.weights is not None)  # ImageNet-style folders only
     train_loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, preprocessing=preprocessing,
                                seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-                               num_workers=cfg.workers, device=device)  # fmt: skip
+                               num_workers=cfg.workers, device=device, crop_scale=crop_scale)  # fmt: skip
     steps_per_epoch, total_steps, warmup_steps = recipe.make_schedule(len(train_loader), cfg.epochs,
                                                                       cfg.warmup_epochs)  # fmt: skip
 
@@ -614,6 +615,8 @@ def _run(
                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "warmup_steps": warmup_steps,
                     "method": "linear probe" if cfg.freeze else "LP-FT" if lp_ft else "train",
                     "amp_resolved": amp.name, "amp_reason": amp.reason}  # fmt: skip
+        if preprocessing.get("preset") == "imagenet" and isinstance(train_loader, FolderLoader):
+            resolved["crop_scale"] = list(crop_scale)
         _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "lightnets_kwargs": kwargs,
                                              "preprocessing": preprocessing, "world_size": dist_info.world_size,
                                              "image_probe": splits.probe.to_dict() if splits.probe else None,
