@@ -127,7 +127,10 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     lines: list[str] = []
     resumed = train(resume=tmp_path / "cut", log_fn=lines.append)
-    assert lines[0].startswith("resumed") and "epoch 2/3" in lines[0]
+    # the run's opening lines (precision chosen, ...) come first; "resumed" is said before any epoch line
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    resumed_at = [i for i, line in enumerate(lines) if line.startswith("resumed")]
+    assert len(resumed_at) == 1 and resumed_at[0] < first_epoch and "epoch 2/3" in lines[resumed_at[0]], lines
     a, b = _metrics(tmp_path / "full"), _metrics(tmp_path / "cut")
     assert len(a) == len(b) == 3
     for ra, rb in zip(a, b, strict=True):
