@@ -100,6 +100,29 @@ def test_float_v3_tflite_matches_the_interpreter(name, family, size, kwargs, pol
     assert kw["width_policy"] == policy and kw["minimalistic"] == kwargs.get("minimalistic", False)
 
 
+PAD_CASES = [  # Keras-exported files: PAD + VALID strided convs, the stem SAME
+    ("mobilenet_v3_small", "mobilenet_v3_small", 97, "static", {"padding": "same"}),
+    ("mobilenet_v3_small", "mobilenet_v3_small", 97, "unknown", {"padding": "same_even", "stem_padding": "same"}),
+    ("mobilenet_v2_x0_35", "mobilenet_v2", 65, "unknown", {"padding": "same_even", "stem_padding": "same"}),
+    ("mobilenet_v2_x0_35", "mobilenet_v2", 64, "static", {"padding": "same_even", "stem_padding": "same"}),
+]
+
+
+@pytest.mark.parametrize(("name", "family", "size", "explicit_pad", "want"), PAD_CASES)
+def test_explicit_pad_files_give_the_padding_they_hold(name, family, size, explicit_pad, want, tmp_path) -> None:
+    # Keras's correct_pad: SAME's amounts for a known odd size, the even-size ones when the size was unknown
+    kwargs = {"width_mult": 0.75, "width_policy": "paper"} if family.startswith("mobilenet_v3") else {}
+    path = tmp_path / "k.tflite"
+    path.write_bytes(write_tflite(seeded(name, **kwargs), size, explicit_pad=explicit_pad))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    ref = run(interpreter(path), x)[:, 1:]
+    model, fields = from_tflite(path, family)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert {k: v for k, v in fields["kwargs"].items() if "padding" in k} == want
+    assert np.abs(got - ref).max() <= 1e-4 and np.abs(ref).max() > 0.5
+
+
 INT8_CASES = [("mobilenet_v2_x0_35", "mobilenet_v2", 96, {}),
               ("mobilenet_v3_small", "mobilenet_v3_small", 97, {"width_mult": 0.75, "width_policy": "paper"})]  # fmt: skip
 
@@ -157,6 +180,10 @@ def test_wrong_family_or_file_is_one_clear_error(tmp_path, capsys) -> None:
     path.write_bytes(write_tflite(seeded("mobilenet_v2_x0_35"), 96))
     with pytest.raises(ConvertError, match="fit no mobilenet_v1 at widths"):
         from_tflite(path, "mobilenet_v1")
+    valid = tmp_path / "valid.tflite"  # stride-2 VALID convs with no PAD: neither SAME mode
+    valid.write_bytes(write_tflite(seeded("mobilenet_v2_x0_35"), 96, explicit_pad="none"))
+    with pytest.raises(ConvertError, match="stride-2 DEPTHWISE_CONV_2D is VALID with no PAD op before it"):
+        from_tflite(valid, "mobilenet_v2")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     assert main(["convert", str(junk), "--model", "mobilenet_v2", "-o", str(tmp_path / "x.pt")]) == 2

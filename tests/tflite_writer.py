@@ -22,8 +22,10 @@ _ACT = {nn.ReLU6: tflite.ActivationFunctionType.RELU6, nn.ReLU: tflite.Activatio
 
 
 class _Graph:
-    def __init__(self, int8: bool) -> None:
+    def __init__(self, int8: bool, explicit_pad: str | None = None) -> None:
         self.int8 = int8
+        self.explicit_pad = explicit_pad
+        self.convs = 0
         self.tensors: list[dict] = []
         self.buffers: list[bytes] = [b""]
         self.ops: list[tuple[int, list[int], list[int], int, object]] = []
@@ -62,19 +64,43 @@ def _conv(g: _Graph, x: int, hw: tuple[int, int], conv: nn.Conv2d, act: int) -> 
 
 
 def _conv_arrays(g: _Graph, x: int, hw, w: np.ndarray, bias: np.ndarray, stride: int, groups: int, act: int):
-    out_hw = (-(-hw[0] // stride), -(-hw[1] // stride))
+    padding = tflite.Padding.SAME
+    if stride > 1 and g.explicit_pad and g.convs > 0:  # Keras: ZeroPadding2D + VALID (the stem stays SAME)
+        if g.explicit_pad != "none":  # "none": VALID with no PAD at all (a file the converter must refuse)
+            x, hw = _pad(g, x, hw, w.shape[-1])
+        padding = tflite.Padding.VALID
+    g.convs += 1
+    if padding == tflite.Padding.SAME:
+        out_hw = (-(-hw[0] // stride), -(-hw[1] // stride))
+    else:
+        out_hw = ((hw[0] - w.shape[-2]) // stride + 1, (hw[1] - w.shape[-1]) // stride + 1)
     out = g.tensor([1, *out_hw, w.shape[0]])
     b = g.bias(bias)
     if groups > 1:  # depthwise: (C, 1, kh, kw) -> (1, kh, kw, C)
         wt = g.weight(w.transpose(1, 2, 3, 0), 3)
-        opts = ("dw", stride, act)
+        opts = ("dw", stride, act, padding)
         g.op(tflite.BuiltinOperator.DEPTHWISE_CONV_2D, [x, wt, b], [out],
              tflite.BuiltinOptions.DepthwiseConv2DOptions, opts)
     else:  # (O, I, kh, kw) -> OHWI
         wt = g.weight(w.transpose(0, 2, 3, 1), 0)
         g.op(tflite.BuiltinOperator.CONV_2D, [x, wt, b], [out], tflite.BuiltinOptions.Conv2DOptions,
-             ("conv", stride, act))
+             ("conv", stride, act, padding))
     return out, out_hw
+
+
+def _pad(g: _Graph, x: int, hw, kernel: int):
+    """A PAD op as Keras's ``correct_pad`` writes it: (k // 2 - adjust, k // 2) per axis, adjust 1 for an even
+    axis when the size is known (``explicit_pad="static"``), 1 always when it is not (``"unknown"``)."""
+    pads = [[0, 0]]
+    for n in hw:
+        adjust = 1 - n % 2 if g.explicit_pad == "static" else 1
+        pads.append([kernel // 2 - adjust, kernel // 2])
+    pads.append([0, 0])
+    spec = g.tensor([4, 2], tflite.TensorType.INT32, np.array(pads, np.int32).tobytes())
+    new_hw = (hw[0] + sum(pads[1]), hw[1] + sum(pads[2]))
+    out = g.tensor([1, *new_hw, g.tensors[x]["shape"][-1]])
+    g.op(tflite.BuiltinOperator.PAD, [x, spec], [out], tflite.BuiltinOptions.PadOptions, ("pad",))
+    return out, new_hw
 
 
 def _conv_norm_act(g: _Graph, x: int, hw, seq: nn.Sequential):
@@ -180,14 +206,16 @@ def _body(g: _Graph, model: nn.Module, x: int, hw):
     return x, hw
 
 
-def write_tflite(model: nn.Module, size: int, int8: bool = False) -> bytes:
+def write_tflite(model: nn.Module, size: int, int8: bool = False, explicit_pad: str | None = None) -> bytes:
     """``model`` (a lightnets MobileNetV1 / V2 / V3, any padding) as a .tflite file at ``size`` px, 1001
-    classes.  V3's classifier is TF-slim's: 1x1 convs after a MEAN, then RESHAPE (int8 too when ``int8``)."""
+    classes.  V3's classifier is TF-slim's: 1x1 convs after a MEAN, then RESHAPE (int8 too when ``int8``).
+    ``explicit_pad`` ("static" / "unknown"): strided convs after the stem as Keras exports them, PAD + VALID
+    with ``correct_pad``'s amounts for a model built with / without a known input size ("none": VALID alone)."""
     import copy
 
     model = copy.deepcopy(model).eval()
     fold_batchnorm(model)
-    g = _Graph(int8)
+    g = _Graph(int8, explicit_pad)
     x = g.tensor([1, size, size, 3])
     inp = x
     if type(model).__name__ == "MobileNetV3":
@@ -211,7 +239,7 @@ def _options(b: flatbuffers.Builder, spec) -> int | None:
     new_shape = _ints(b, spec[1]) if kind == "reshape" else None  # vectors go before the table starts
     if kind == "conv":
         tflite.Conv2DOptionsStart(b)
-        tflite.Conv2DOptionsAddPadding(b, tflite.Padding.SAME)
+        tflite.Conv2DOptionsAddPadding(b, spec[3])
         tflite.Conv2DOptionsAddStrideW(b, spec[1])
         tflite.Conv2DOptionsAddStrideH(b, spec[1])
         tflite.Conv2DOptionsAddDilationWFactor(b, 1)
@@ -220,7 +248,7 @@ def _options(b: flatbuffers.Builder, spec) -> int | None:
         return tflite.Conv2DOptionsEnd(b)
     if kind == "dw":
         tflite.DepthwiseConv2DOptionsStart(b)
-        tflite.DepthwiseConv2DOptionsAddPadding(b, tflite.Padding.SAME)
+        tflite.DepthwiseConv2DOptionsAddPadding(b, spec[3])
         tflite.DepthwiseConv2DOptionsAddStrideW(b, spec[1])
         tflite.DepthwiseConv2DOptionsAddStrideH(b, spec[1])
         tflite.DepthwiseConv2DOptionsAddDepthMultiplier(b, 1)
@@ -232,6 +260,9 @@ def _options(b: flatbuffers.Builder, spec) -> int | None:
         tflite.AddOptionsStart(b)
         tflite.AddOptionsAddFusedActivationFunction(b, spec[1])
         return tflite.AddOptionsEnd(b)
+    if kind == "pad":
+        tflite.PadOptionsStart(b)
+        return tflite.PadOptionsEnd(b)
     if kind == "mul":
         tflite.MulOptionsStart(b)
         tflite.MulOptionsAddFusedActivationFunction(b, spec[1])
