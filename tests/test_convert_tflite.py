@@ -2,7 +2,8 @@
 
 The .tflite files are written by tests/tflite_writer.py from seeded lightnets MobileNets (TF-slim's graph:
 SAME padding, fused ReLU6, MEAN, 1001-class FULLY_CONNECTED with a background row; for V3 HARD_SWISH, SE
-blocks with MEAN / ADD+RELU6 / MUL, residual ADDs and a 1x1-conv head).  Float files must match the
+blocks with MEAN / ADD+RELU6 / MUL, residual ADDs and a 1x1-conv head; Keras-style files with PAD + VALID
+strided convs, whose PAD amounts decide ``padding`` / ``stem_padding``).  Float files must match the
 interpreter to float precision; int8 (per-channel, dynamic-range) files must give exactly the interpreter's own
 dequantised weights, and logits within the error of the interpreter's on-the-fly activation quantisation.
 Needs ``lightnets[convert]`` (tflite, ai-edge-litert).
