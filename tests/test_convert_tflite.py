@@ -1,7 +1,9 @@
 """``lightnets.convert.from_tflite`` against the TFLite interpreter (ai-edge-litert).
 
 The .tflite files are written by tests/tflite_writer.py from seeded lightnets MobileNets (TF-slim's graph:
-SAME padding, fused ReLU6, MEAN, 1001-class FULLY_CONNECTED with a background row).  Float files must match the
+SAME padding, fused ReLU6, MEAN, 1001-class FULLY_CONNECTED with a background row; for V3 HARD_SWISH, SE
+blocks with MEAN / ADD+RELU6 / MUL, residual ADDs and a 1x1-conv head; Keras-style files with PAD + VALID
+strided convs, whose PAD amounts decide ``padding`` / ``stem_padding``).  Float files must match the
 interpreter to float precision; int8 (per-channel, dynamic-range) files must give exactly the interpreter's own
 dequantised weights, and logits within the error of the interpreter's on-the-fly activation quantisation.
 Needs ``lightnets[convert]`` (tflite, ai-edge-litert).
@@ -75,29 +77,88 @@ def test_float_tflite_matches_the_interpreter(name, family, size, tmp_path) -> N
     assert torch.all(bn.weight == 1) and torch.all(bn.running_mean == 0)
 
 
-def test_int8_weights_dequantised_as_the_interpreter_reads_them(tmp_path) -> None:
+V3_CASES = [  # (name, family, size, kwargs, expected width_policy): one odd size, SE and minimalistic variants
+    ("mobilenet_v3_small", "mobilenet_v3_small", 97, {"width_mult": 0.75, "width_policy": "paper"}, "paper"),
+    ("mobilenet_v3_small", "mobilenet_v3_small", 64, {"width_mult": 0.5, "minimalistic": True}, "torchvision"),
+    ("mobilenet_v3_large", "mobilenet_v3_large", 96, {"width_mult": 0.5, "width_policy": "paper"}, "paper"),
+]
+
+
+@pytest.mark.parametrize(("name", "family", "size", "kwargs", "policy"), V3_CASES)
+def test_float_v3_tflite_matches_the_interpreter(name, family, size, kwargs, policy, tmp_path) -> None:
+    # TF-slim's V3 graph: HARD_SWISH ops, SE as MEAN / 1x1 convs / ADD+RELU6 / MUL, residual ADDs, conv head
+    path = tmp_path / "m.tflite"
+    path.write_bytes(write_tflite(seeded(name, **kwargs), size))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    ref = run(interpreter(path), x)
+    model, fields = from_tflite(path, family)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert ref.shape == (1, 1001) and got.shape == (1, 1000)
+    assert np.abs(got - ref[:, 1:]).max() <= 1e-4 and np.abs(ref[:, 1:]).max() > 0.5
+    kw = fields["kwargs"]
+    assert kw["padding"] == "same" and kw["num_classes"] == 1000 and kw["width_mult"] == kwargs["width_mult"]
+    assert kw["width_policy"] == policy and kw["minimalistic"] == kwargs.get("minimalistic", False)
+
+
+PAD_CASES = [  # Keras-exported files: PAD + VALID strided convs, the stem SAME
+    ("mobilenet_v3_small", "mobilenet_v3_small", 97, "static", {"padding": "same"}),
+    ("mobilenet_v3_small", "mobilenet_v3_small", 97, "unknown", {"padding": "same_even", "stem_padding": "same"}),
+    ("mobilenet_v2_x0_35", "mobilenet_v2", 65, "unknown", {"padding": "same_even", "stem_padding": "same"}),
+    ("mobilenet_v2_x0_35", "mobilenet_v2", 64, "static", {"padding": "same_even", "stem_padding": "same"}),
+]
+
+
+@pytest.mark.parametrize(("name", "family", "size", "explicit_pad", "want"), PAD_CASES)
+def test_explicit_pad_files_give_the_padding_they_hold(name, family, size, explicit_pad, want, tmp_path) -> None:
+    # Keras's correct_pad: SAME's amounts for a known odd size, the even-size ones when the size was unknown
+    kwargs = {"width_mult": 0.75, "width_policy": "paper"} if family.startswith("mobilenet_v3") else {}
+    path = tmp_path / "k.tflite"
+    path.write_bytes(write_tflite(seeded(name, **kwargs), size, explicit_pad=explicit_pad))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    ref = run(interpreter(path), x)[:, 1:]
+    model, fields = from_tflite(path, family)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert {k: v for k, v in fields["kwargs"].items() if "padding" in k} == want
+    assert np.abs(got - ref).max() <= 1e-4 and np.abs(ref).max() > 0.5
+
+
+INT8_CASES = [("mobilenet_v2_x0_35", "mobilenet_v2", 96, {}),
+              ("mobilenet_v3_small", "mobilenet_v3_small", 97, {"width_mult": 0.75, "width_policy": "paper"})]  # fmt: skip
+
+
+def _dequantised(detail: dict, values: np.ndarray) -> np.ndarray:
+    """An int8 per-channel weight as real numbers, in PyTorch's conv layout."""
+    q = detail["quantization_parameters"]
+    axis = q["quantized_dimension"]
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    real = (values.astype(np.float64) - q["zero_points"].reshape(shape)) * q["scales"].reshape(shape)
+    return real.transpose(3, 0, 1, 2) if axis == 3 else real.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize(("name", "family", "size", "kwargs"), INT8_CASES)
+def test_int8_weights_dequantised_as_the_interpreter_reads_them(name, family, size, kwargs, tmp_path) -> None:
     path = tmp_path / "q.tflite"
-    path.write_bytes(write_tflite(seeded("mobilenet_v2_x0_35"), 96, int8=True))
+    path.write_bytes(write_tflite(seeded(name, **kwargs), size, int8=True))
     it = interpreter(path)
-    model, _ = from_tflite(path, "mobilenet_v2")
-    ours = [p.detach().numpy() for p in model.parameters() if p.ndim == 4]
+    model, _ = from_tflite(path, family)
+    # Linear layers (V3's head and classifier are 1x1 convs in the file) compared as 1x1 convs
+    ours = [p.detach().numpy().reshape(*p.shape, *(1, 1)[: 4 - p.ndim]) for p in model.parameters() if p.ndim > 1]
     checked = 0
     for detail in it.get_tensor_details():
-        q = detail["quantization_parameters"]
-        if detail["dtype"] != np.int8 or len(q["scales"]) < 2:
+        if detail["dtype"] != np.int8 or len(detail["quantization_parameters"]["scales"]) < 2:
             continue
-        values = it.get_tensor(detail["index"]).astype(np.float64)
-        axis = q["quantized_dimension"]
-        shape = [1] * values.ndim
-        shape[axis] = -1
-        real = (values - q["zero_points"].reshape(shape)) * q["scales"].reshape(shape)
-        torch_layout = real.transpose(3, 0, 1, 2) if axis == 3 else real.transpose(0, 3, 1, 2)
+        real = _dequantised(detail, it.get_tensor(detail["index"]))
+        if real.shape[0] == 1001:  # V3's logits conv: the background row is dropped
+            real = real[1:]
         # several layers share a shape: one of them must hold exactly these values
-        same = [w for w in ours if w.shape == torch_layout.shape]
-        assert min(np.abs(w - torch_layout).max() for w in same) <= 1e-6
+        same = [w for w in ours if w.shape == real.shape]
+        assert min(np.abs(w - real).max() for w in same) <= 1e-6
         checked += 1
     assert checked >= 10
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
     ref = run(it, x)[:, 1:]
     with torch.no_grad():
         got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
@@ -120,6 +181,10 @@ def test_wrong_family_or_file_is_one_clear_error(tmp_path, capsys) -> None:
     path.write_bytes(write_tflite(seeded("mobilenet_v2_x0_35"), 96))
     with pytest.raises(ConvertError, match="fit no mobilenet_v1 at widths"):
         from_tflite(path, "mobilenet_v1")
+    valid = tmp_path / "valid.tflite"  # stride-2 VALID convs with no PAD: neither SAME mode
+    valid.write_bytes(write_tflite(seeded("mobilenet_v2_x0_35"), 96, explicit_pad="none"))
+    with pytest.raises(ConvertError, match="stride-2 DEPTHWISE_CONV_2D is VALID with no PAD op before it"):
+        from_tflite(valid, "mobilenet_v2")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     assert main(["convert", str(junk), "--model", "mobilenet_v2", "-o", str(tmp_path / "x.pt")]) == 2

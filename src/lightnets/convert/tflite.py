@@ -10,7 +10,9 @@ The file's weight-bearing ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, in g
 one to the lightnets model's convolutions / Linear layers; the width multiplier (and, for V3, minimalistic
 and the width policy) is the one whose layer shapes all agree.  A 1001-class classifier (TF-slim's background
 class at index 0) loses that row.  Padding: SAME convs give ``padding="same"``; VALID stride-2 convs after an
-explicit PAD op (Keras-exported files) give ``"same_even"`` with a SAME stem.
+explicit PAD op (Keras-exported files) give the mode whose pads the file holds: ``"same_even"`` (Keras built
+without an input size; preferred where both fit) or ``"same"`` (a static-size ``correct_pad``), the stem
+(``stem_padding``) decided on its own; any other padding is an error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.layers import same_pads
 from ..registry import create_model
 from .common import ConvertError, build_and_load, check_family, require, tf_preprocessing, write_checkpoint
 
@@ -103,11 +106,22 @@ class _Graph:
             bias = self.tensor(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else None
             opts = self.options(op, kind)
             stride = opts.StrideH() if kind != "FULLY_CONNECTED" else 1
-            padded = self.producer.get(inputs[0], ("",))[0] in ("PAD", "PADV2")
             same = kind == "FULLY_CONNECTED" or opts.Padding() == 0
             out.append({"kind": kind, "weight": w, "bias": bias, "stride": stride, "same": same,
-                        "padded": padded, "act": _ACT.get(opts.FusedActivationFunction())})  # fmt: skip
+                        "pads": None if same else self.explicit_pads(inputs[0]),
+                        "act": _ACT.get(opts.FusedActivationFunction())})  # fmt: skip
         return out
+
+    def explicit_pads(self, index: int) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+        """(input height, (top, bottom), (left, right)) of the PAD op producing tensor ``index`` (Keras's
+        ``ZeroPadding2D`` before a VALID conv), or None where no PAD op produces it."""
+        name, op = self.producer.get(index, ("", None))
+        if name not in ("PAD", "PADV2"):
+            return None
+        source, pads = (int(i) for i in op.InputsAsNumpy()[:2])
+        p = self.tensor(pads).astype(np.int64).reshape(4, 2)  # NHWC rows of (before, after)
+        height = int(self.sub.Tensors(source).ShapeAsNumpy()[1])
+        return height, (int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1]))
 
     def input_details(self) -> tuple[tuple[int, int], int, tuple[float, int] | None]:
         """(input H, W), numpy type code, (scale, zero point) of a quantised input or None."""
@@ -176,6 +190,40 @@ def _match(family: str, ops: list[dict[str, Any]], path: Path) -> tuple[str, dic
     )
 
 
+def _pad_modes(op: dict[str, Any]) -> set[str]:
+    """The lightnets padding modes that pad this strided op as the file does."""
+    if op["same"]:  # SAME: the runtime pads for each input size, as "same" does
+        return {"same"}
+    if op["pads"] is None:
+        return set()
+    height, rows, cols = op["pads"]
+    kernel = op["weight"].shape[-1]
+    return {mode for mode in ("same_even", "same")  # a static-size ZeroPadding2D equals SAME at that size
+            if rows == cols == same_pads(height, kernel, op["stride"], even=mode == "same_even")}  # fmt: skip
+
+
+def _padding_kwargs(ops: list[dict[str, Any]], path: Path) -> dict[str, str]:
+    """``padding`` (and ``stem_padding`` where the stem differs) from the file's strided ops: SAME convs, or
+    VALID convs after PAD ops whose amounts are SAME's at that size or the fixed even-size ones (Keras's
+    ``correct_pad`` with or without a known input size).  Where both fit (even sizes) "same_even" is kept for
+    PAD files: Keras's own network pads that way at any size."""
+    strided = [(i, o) for i, o in enumerate(ops) if o["stride"] > 1]
+    stem = [o for i, o in strided if i == 0]
+    rest = [o for i, o in strided if i > 0]
+    modes = set.intersection({"same", "same_even"}, *(_pad_modes(o) for o in rest))
+    stem_modes = _pad_modes(stem[0]) if stem else {"same", "same_even"}
+    if not modes or not stem_modes:
+        bad = next(o for o in ops if o["stride"] > 1 and not _pad_modes(o))
+        found = "no PAD op before it" if bad["pads"] is None else f"PAD (input height, rows, cols) {bad['pads']}"
+        raise ConvertError(
+            f"{path}: a stride-{bad['stride']} {bad['kind']} is VALID with {found}; expected SAME, or a PAD of "
+            "TF's SAME amounts (for that size or for an even size)"
+        )
+    padding = "same_even" if "same_even" in modes and any(not o["same"] for o in rest) else min(modes)
+    stem_padding = padding if padding in stem_modes else min(stem_modes)
+    return {"padding": padding} if stem_padding == padding else {"padding": padding, "stem_padding": stem_padding}
+
+
 def convert_tflite(path: str | os.PathLike, family: str) -> tuple[nn.Module, str, dict, dict, dict]:
     """(model, arch, kwargs, preprocessing, info) for a .tflite file of ``family``."""
     family, path = check_family(family), Path(path)
@@ -191,11 +239,7 @@ def convert_tflite(path: str | os.PathLike, family: str) -> tuple[nn.Module, str
     head_b = head["bias"] if head["bias"] is not None else np.zeros(head_w.shape[0], np.float32)
     if head_w.shape[0] == 1001:  # TF-slim's background class at index 0
         head_w, head_b = head_w[1:], head_b[1:]
-    strided = [o for o in ops if o["stride"] > 1]
-    if all(o["same"] for o in strided):
-        kwargs["padding"] = "same"
-    else:
-        kwargs.update(padding="same_even", stem_padding="same")
+    kwargs.update(_padding_kwargs(ops, path))
     if family == "mobilenet_v1" and ops[0]["act"] == "relu6":
         kwargs["act_layer"] = "relu6"
     kwargs["num_classes"] = int(head_w.shape[0])
