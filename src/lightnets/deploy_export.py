@@ -252,6 +252,8 @@ def export(
     if quantize and calib_set is None:
         raise ValueError("int8 needs calibration images: give calib=DIR_OR_DATASET (--calib)")
     out = Path(output) if output is not None else _default_output(source, fmt, quantize)
+    if out.is_dir():  # before any work: the file would go where a folder is
+        raise ValueError(f"output {out} is a directory; give a file name, e.g. {out / ('model' + fmt.suffix)}")
     deployed = optimize(src.model, channels_last=False)
     ref = eager_logits(src.model, check.images)
     base_meta = {**src.metadata, "input_shape": list(src.input_shape), "input_layout": "NCHW", "format": fmt.name,
