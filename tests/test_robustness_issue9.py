@@ -262,13 +262,19 @@ def test_5_resume_extends_a_finished_run_to_more_epochs(digits_run: Path, tmp_pa
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    # the schedule is re-planned over 3 epochs (4 steps each, 1 epoch of warm-up): the rows hold the rate of
-    # each epoch's last step; epoch 1 ended its warm-up at the base rate
+    # the schedule is re-planned over 3 epochs (the recipe's steps and warm-up for the new total, the run's base
+    # rate): the rows hold the rate of each epoch's last step
     from lightnets.engine import cosine_lr
+    from lightnets.recipe import make_schedule
 
+    resolved = saved["resolved"]
+    spe = resolved["steps_per_epoch"]
+    plan = make_schedule(spe, 3, saved["config"]["warmup_epochs"])
+    assert plan.total_steps == 3 * spe
     lrs = [float(r["lr"]) for r in rows]
     for epoch in (2, 3):
-        expected = cosine_lr(4 * epoch - 1, total_steps=12, warmup_steps=4, base_lr=lrs[0])
+        expected = cosine_lr(spe * epoch - 1, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+                             base_lr=resolved["lr"])  # fmt: skip
         assert lrs[epoch - 1] == pytest.approx(expected, rel=1e-6)
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
     _fails(["train", "--resume", str(run), "--epochs", "2"], capsys, "epochs can only grow", "3 epochs")
