@@ -20,7 +20,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: the deployed-model evaluation imports onnx / runtimes only when used
     if name in ("evaluate_deployed", "compare_deployed"):
-        from . import eval_deployed
+        from .evaluation import deployed as eval_deployed
 
         return getattr(eval_deployed, name)
     raise AttributeError(f"module 'lightnets' has no attribute {name!r}")

@@ -142,7 +142,7 @@ def create_model(
     except TypeError as e:  # unknown keyword: say which model and which keywords it takes
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
     if weights is not None:
-        from .weights import load_pretrained
+        from .models.weights import load_pretrained
 
         load_pretrained(model, weights, sha256=weights_sha256, allow_unverified=allow_unverified)
     return model

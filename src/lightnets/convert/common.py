@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import save_checkpoint
+from ..data.transforms import make_preprocessing
 from ..registry import create_model
-from ..transforms import make_preprocessing
+from ..train.checkpoint import save_checkpoint
 
 #: ``--model`` values: the registry's base name of each family a TF / Keras file can hold.
 FAMILIES: tuple[str, ...] = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")

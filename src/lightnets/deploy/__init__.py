@@ -1,0 +1,35 @@
+"""The deploy stage: a model's inference form and the engines that run it (``engines``: ``optimize``,
+``make_runner``, ``ENGINES``), the one-call export to an on-device file checked in its own runtime
+(``to_device``: ``export``), the on-device formats (``runtimes``), ONNX export (``onnx_export``), int8
+fallback (``quant_fallback``) and the benchmark (``bench``).  ``from lightnets import deploy`` gives the engine
+layer and ``deploy.export``."""
+
+from .engines import (
+    ENGINES,
+    EngineUnavailableError,
+    Runner,
+    available_engines,
+    fold_batchnorm,
+    load_runner,
+    make_runner,
+    optimize,
+    remove_dropout,
+    torch_threads,
+)
+
+# the one-call export (format module, checks in its runtime, int8 with fallback, report)
+from .to_device import export
+
+__all__ = [
+    "ENGINES",
+    "EngineUnavailableError",
+    "Runner",
+    "available_engines",
+    "export",
+    "fold_batchnorm",
+    "load_runner",
+    "make_runner",
+    "optimize",
+    "remove_dropout",
+    "torch_threads",
+]
