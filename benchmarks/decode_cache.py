@@ -1,5 +1,5 @@
 """Decode once: epoch-1 vs epoch-2 data time over a JPEG folder through the real loader, with and without the
-decode cache (lightnets.decode_cache).
+decode cache (lightnets.data.decode_cache).
 
     python benchmarks/decode_cache.py                                  # ../shared/data/hymenoptera_data/train
     python benchmarks/decode_cache.py --data DIR --workers 2 --epochs 3

@@ -1,10 +1,10 @@
 """On-device formats, fp32 and int8, against the plain fp32 onnxruntime export: latency, file size, accuracy.
 
 Latency (``--mode latency``): for each model (batch 1, 224 px, ``--threads`` threads) every format lightnets
-can run here (``lightnets.runtimes``: onnx, executorch, and tflite / openvino / ncnn when their modules and
+can run here (``lightnets.deploy.runtimes``: onnx, executorch, and tflite / openvino / ncnn when their modules and
 packages are installed) is exported fp32 and int8 (int8 calibrated on ``--calib-images`` ants/bees photos
 when the shared data is there, else on random inputs -- the work per image is the same), loaded in its own
-runtime and timed with ``lightnets.bench.time_interleaved`` (all cases of a model take turns) against the
+runtime and timed with ``lightnets.deploy.bench.time_interleaved`` (all cases of a model take turns) against the
 *plain* fp32 onnxruntime export built here: ``torch.onnx.export`` with a dynamic batch axis as it comes,
 an ``InferenceSession`` with default options except the thread count.  Goals: the best int8 >= 2.0x faster
 than that baseline, and each int8 file <= 30 % of the same format's fp32 file.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 import lightnets
-from lightnets.bench import TimedCall, time_interleaved
 from lightnets.deploy import optimize
-from lightnets.runtimes import MODULES, ExportRequest, get_format
+from lightnets.deploy.bench import TimedCall, time_interleaved
+from lightnets.deploy.runtimes import MODULES, ExportRequest, get_format
 
 MODELS = ("shufflenet_v2_x1_0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v1")
 GOALS = {"int8_speedup": 2.0, "int8_size": 0.30, "agreement": 0.98, "fmnist_drop": 0.5}
@@ -73,8 +73,8 @@ def plain_ort(model: torch.nn.Module, shape: tuple[int, ...], threads: int) -> t
 def calibration(n: int, size: int = 224) -> torch.Tensor:
     photos = DATA / "hymenoptera_data" / "train"
     if photos.is_dir():
-        from lightnets.deploy_images import load_images
-        from lightnets.transforms import make_preprocessing
+        from lightnets.data.transforms import make_preprocessing
+        from lightnets.deploy.images import load_images
 
         return load_images(photos, make_preprocessing("imagenet", size), calib_images=n, check_images=0)[0].images
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -3,7 +3,7 @@
     python benchmarks/guidelines.py                          # GPU-column widths, torch's threads, cpu
     python benchmarks/guidelines.py --setting gpu arm --threads 1 2 --out runs/guidelines-bench
 
-For each (setting, thread count) it runs ``lightnets.guidelines.run_guidelines`` (10 blocks, 56 x 56, batch 1,
+For each (setting, thread count) it runs ``lightnets.analysis.lab.run_guidelines`` (10 blocks, 56 x 56, batch 1,
 configurations interleaved) and prints every experiment's table with the paper's speeds and ratios beside the
 measured ones, the computed agreement verdicts, a summary table of the verdicts, the machine's load before and
 after (the machine may be shared), and the exact command.  PNGs (one per experiment and run) and a JSON file of
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lightnets.guidelines import EXPERIMENTS, SETTINGS, format_experiment, run_guidelines
+from lightnets.analysis.lab import EXPERIMENTS, SETTINGS, format_experiment, run_guidelines
 
 
 def load() -> str:

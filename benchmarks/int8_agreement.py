@@ -22,8 +22,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 import lightnets
-from lightnets.runtimes import ExportRequest, get_format
-from lightnets.transforms import eval_transform, make_preprocessing
+from lightnets.data.transforms import eval_transform, make_preprocessing
+from lightnets.deploy.runtimes import ExportRequest, get_format
 
 DATA = Path(os.environ.get("LIGHTNETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 WEIGHTS = DATA / "weights" / "shufflenet_v2_x1_0_from_onnx_int8.pth"

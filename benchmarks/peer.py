@@ -19,8 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from lightnets.data import ImageFolder, collate_skip_none
-from lightnets.registry import create_model
-from lightnets.transforms import (
+from lightnets.data.transforms import (
     CenterCrop,
     Compose,
     Normalize,
@@ -29,6 +28,7 @@ from lightnets.transforms import (
     Resize,
     ToTensor,
 )
+from lightnets.registry import create_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

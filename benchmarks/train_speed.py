@@ -8,7 +8,7 @@ docs/benchmarks.md, and saved as JSON with ``--json``:
 
 1. Images/s of one training step for one representative model per family, at 32 px (``small_input=True``,
    batch 128, 10 classes: the CIFAR setting) and 224 px (batch 32, 1000 classes: the ImageNet setting):
-   * engine: ``lightnets.engine.train_one_epoch`` over a ``TensorBatchLoader`` (random uint8 images, the
+   * engine: ``lightnets.train.engine.train_one_epoch`` over a ``TensorBatchLoader`` (random uint8 images, the
      training augmentation on) holding exactly one batch, so each call is one step and its ``seconds`` include
      producing the batch, as in real training;
    * plain: the loop everyone writes -- ``model(x)``, ``cross_entropy``, ``backward``, SGD ``step`` -- on a
@@ -46,8 +46,8 @@ from torch.nn import functional as F
 
 from lightnets import create_model
 from lightnets.data import ImageFolder, TensorBatchLoader, make_loader, measure_throughput
-from lightnets.engine import train_one_epoch
-from lightnets.transforms import make_preprocessing
+from lightnets.data.transforms import make_preprocessing
+from lightnets.train.engine import train_one_epoch
 
 # One representative model per family: the paper's 1.0x model (ShuffleNetV1: g = 3, its default).
 REPRESENTATIVES = {
@@ -94,7 +94,7 @@ def sgd(model: nn.Module) -> torch.optim.Optimizer:
 def engine_step(
     model: nn.Module, s: SizeSetting, *, amp_dtype: torch.dtype | None = None, channels_last: bool = False
 ) -> Callable[[], float]:
-    """One call = one training step through lightnets.engine.train_one_epoch; returns its seconds."""
+    """One call = one training step through lightnets.train.engine.train_one_epoch; returns its seconds."""
     images, labels = random_uint8(s, 1, seed=1)
     loader = TensorBatchLoader(images, labels, s.batch_size, shuffle=True, augment=True, drop_last=True)
     if channels_last:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_weights import reference_input, reference_state_dict  # noqa: E402
+from helpers.reference_weights import reference_input, reference_state_dict  # noqa: E402
 
 MODELS = [
     "mobilenet_v2",

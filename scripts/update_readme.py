@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lightnets.zoo import readme_table  # noqa: E402
+from lightnets.analysis.zoo import readme_table  # noqa: E402
 
 BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
 

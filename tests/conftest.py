@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (reference_weights)
+sys.path.insert(0, str(Path(__file__).parent))  # tests/: the shared helpers (``from helpers.x import ...``)
+sys.path.insert(0, str(Path(__file__).parent / "deploy"))  # test_deploy: its fixtures are shared by other stages' tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,6 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _decode_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Folder datasets decode into a cache (lightnets.decode_cache): keep the tests' caches out of ~/.cache."""
+    """Folder datasets decode into a cache (lightnets.data.decode_cache): keep the tests' caches out of ~/.cache."""
     if "LIGHTNETS_CACHE_DIR" not in os.environ:
         os.environ["LIGHTNETS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decode-cache"))

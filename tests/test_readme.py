@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lightnets.zoo import format_table, model_table
+from lightnets.analysis.zoo import format_table, model_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

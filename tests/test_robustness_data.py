@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from lightnets import cli
-from lightnets.checks import check_data
 from lightnets.data import ImageFolder, check_image, load_image, load_split, save_split
+from lightnets.data.checks import check_data
 from lightnets.train import TrainConfig, train
 
 

@@ -24,11 +24,11 @@ import torch
 from PIL import Image
 
 from lightnets import cli, create_model
-from lightnets.checkpoint import CheckpointError, build_checkpoint, load_checkpoint
 from lightnets.data import DataFormatError, ImageFolder, load_dataset
-from lightnets.inference import evaluate_checkpoint, predict
+from lightnets.data.transforms import make_preprocessing
+from lightnets.evaluation.predict import evaluate_checkpoint, predict
 from lightnets.train import TrainConfig, train
-from lightnets.transforms import make_preprocessing
+from lightnets.train.checkpoint import CheckpointError, build_checkpoint, load_checkpoint
 
 ARCH = "shufflenet_v2_x0_5"
 
@@ -134,7 +134,7 @@ def test_1_a_superset_of_the_classes_names_the_unknown_ones(tmp_path: Path, caps
 
 
 def test_2_json_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
-    from lightnets.atomic import json_text, write_json
+    from lightnets.util.atomic import json_text, write_json
 
     name = os.fsdecode(b"caf\xe9.png")  # '\udce9' inside
     path = write_json(tmp_path / "x.json", {"path": name, "class": "été"})
@@ -264,8 +264,8 @@ def test_5_resume_extends_a_finished_run_to_more_epochs(digits_run: Path, tmp_pa
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     # the schedule is re-planned over 3 epochs (the recipe's steps and warm-up for the new total, the run's base
     # rate): the rows hold the rate of each epoch's last step
-    from lightnets.engine import cosine_lr
-    from lightnets.recipe import make_schedule
+    from lightnets.train.engine import cosine_lr
+    from lightnets.train.recipe import make_schedule
 
     resolved = saved["resolved"]
     spe = resolved["steps_per_epoch"]
@@ -363,7 +363,7 @@ def test_8_input_sizes_beyond_memory(tmp_path: Path, capsys, size: str, command:
 
 
 def test_8_the_estimate_scales_with_the_pixels() -> None:
-    from lightnets.limits import check_fits
+    from lightnets.util.limits import check_fits
 
     model = create_model("mobilenet_v3_small")
     small = check_fits(model, (64, 64), 2)
@@ -428,7 +428,7 @@ def test_no_progress_bar_frames_when_the_output_is_not_a_terminal(tmp_path: Path
 
 
 def test_the_loss_panel_is_readable_after_a_huge_first_val_loss(tmp_path: Path, monkeypatch) -> None:
-    from lightnets import report
+    from lightnets.evaluation import report
 
     figures = []
     real = report._save_png

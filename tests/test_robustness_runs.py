@@ -27,11 +27,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lightnets import checkpoint as ckpt_io
 from lightnets import cli
-from lightnets.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from lightnets.checks import check_model_config
+from lightnets.data.checks import check_model_config
 from lightnets.train import RunLock, TrainConfig, train
+from lightnets.train import checkpoint as ckpt_io
+from lightnets.train.checkpoint import atomic_save, load_checkpoint, save_checkpoint
 
 ARCH = "shufflenet_v2_x0_5"
 # metrics.csv columns that are functions of the data, the seed and the arithmetic (the others time the run)
@@ -350,7 +350,7 @@ def _fill_disk_after(monkeypatch, room: int, skip: int = 0) -> list[int]:
 
 def _small_checkpoint(path: Path, fill: float) -> Path:
     from lightnets import create_model
-    from lightnets.transforms import make_preprocessing
+    from lightnets.data.transforms import make_preprocessing
 
     model = create_model(ARCH, num_classes=2, small_input=True)
     torch.nn.init.constant_(model.get_classifier().weight, fill)

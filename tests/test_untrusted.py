@@ -20,10 +20,15 @@ import torch
 from PIL import Image
 
 from lightnets import cli, create_model
-from lightnets.checkpoint import CheckpointError, build_checkpoint, load_checkpoint, model_from_checkpoint
-from lightnets.inference import predict
-from lightnets.transforms import make_preprocessing
-from lightnets.weights import WeightsError, fetch_url, load_into, read_state_dict
+from lightnets.data.transforms import make_preprocessing
+from lightnets.evaluation.predict import predict
+from lightnets.models.weights import WeightsError, fetch_url, load_into, read_state_dict
+from lightnets.train.checkpoint import (
+    CheckpointError,
+    build_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 
 ARCH = "shufflenet_v2_x0_5"
 
