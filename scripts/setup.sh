@@ -9,16 +9,16 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[all]"
-# Chromium renders report.html in tests/test_report_browser.py.  Installed from Debian when missing and apt-get
+# Chromium renders report.html in tests/evaluation/test_report_browser.py.  Installed from Debian when missing and apt-get
 # is usable (root, or sudo without a password); anywhere else that test skips and says why.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
   if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
     { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
-      || echo "setup.sh: could not install chromium with apt-get; tests/test_report_browser.py will skip" >&2
+      || echo "setup.sh: could not install chromium with apt-get; tests/evaluation/test_report_browser.py will skip" >&2
   else
-    echo "setup.sh: no apt-get (or no root) to install chromium; tests/test_report_browser.py will skip" >&2
+    echo "setup.sh: no apt-get (or no root) to install chromium; tests/evaluation/test_report_browser.py will skip" >&2
   fi
 fi
 # The pinned CPU torch must have survived every install above (no CUDA build, no nvidia-* wheels).

@@ -2,7 +2,7 @@
 
 For each model: every state_dict key with its shape, the parameter count, and the logits that torchvision's
 own implementation produces on a fixed input with deterministic weights (``reference_state_dict``).
-tests/test_torchvision_parity.py loads the same weights into the lightnets model and compares, which checks
+tests/models/test_torchvision_parity.py loads the same weights into the lightnets model and compares, which checks
 the architecture op for op, not only the key names.
 
 torchvision cannot be installed on our CPU machines (its wheels are CUDA builds), but its pure-Python model

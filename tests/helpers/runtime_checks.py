@@ -1,4 +1,4 @@
-"""Shared body of the per-format tests (tests/test_runtimes_*.py): export one model of each family through a
+"""Shared body of the per-format tests (tests/deploy/test_runtimes_*.py): export one model of each family through a
 format module, run the file in the format's own runtime on real photos, compare with eager PyTorch."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 They pin the architectures that have no torchvision reference (MobileNetV1, ShuffleNetV1, the paper-policy
 MobileNetV3 0.75, small_input stems), so any change to a layer, its order or a width shows up here.
-Regenerate only on purpose:  LIGHTNETS_REGENERATE_EXPECT=1 pytest tests/test_expected_outputs.py
+Regenerate only on purpose:  LIGHTNETS_REGENERATE_EXPECT=1 pytest tests/models/test_expected_outputs.py
 """
 
 from __future__ import annotations

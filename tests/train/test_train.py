@@ -161,7 +161,7 @@ def test_fine_tune_frozen_backbone(tmp_path: Path) -> None:
             continue
         assert torch.equal(v, before[k]), k
     assert tuned["model"]["classifier.1.weight"].shape == (10, src.num_features)
-    # --freeze fits the head as a linear probe on features computed once (no SGD steps; tests/test_probe_runs.py)
+    # --freeze fits the head as a linear probe on features computed once (no SGD steps; tests/train/test_probe_runs.py)
     assert tuned["train_state"]["step"] == 0 and tuned["epoch"] == 1
     opt_groups = tuned["train_state"]["optimizer"]["param_groups"]
     assert sum(len(g["params"]) for g in opt_groups) == 2, "only the head's weight and bias are trainable"

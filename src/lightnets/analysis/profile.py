@@ -120,7 +120,7 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int] = 224, in_cha
 
 
 # --------------------------------------------------------------------------------------------------------
-# The papers' formulas, as pure functions (checked against profiled modules in tests/test_analysis.py)
+# The papers' formulas, as pure functions (checked against profiled modules in tests/analysis/test_analysis.py)
 # --------------------------------------------------------------------------------------------------------
 
 

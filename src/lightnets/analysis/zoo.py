@@ -25,7 +25,7 @@ def _primary_ref(refs: tuple[PaperRef, ...], input_size: int) -> PaperRef | None
 
 #: Families whose ImageNet weights keras.applications publishes at the registered widths (MobileNet alpha
 #: 0.25-1.0, MobileNetV2 0.35-1.4, MobileNetV3 Large / Small 1.0 and 0.75, minimalistic 1.0); ``lightnets
-#: convert`` turns those files into checkpoints (tests/test_convert_keras.py checks the conversion is exact).
+#: convert`` turns those files into checkpoints (tests/convert/test_convert_keras.py checks the conversion is exact).
 KERAS_WEIGHTS_FAMILIES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3")
 
 

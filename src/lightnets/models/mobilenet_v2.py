@@ -18,7 +18,7 @@ Width-rounding policy (torchvision's and TF-slim's, so torchvision weight files 
 The released grid prints MACs truncated to whole millions: with this policy every one of its 21 cells
 satisfies ``floor(measured / 1e6) == published`` (measured = convolutions + the final Linear, batch 1).
 Its parameter column counts conv and Linear weights for 1001 classes without BatchNorm parameters; that
-convention reproduces it exactly too (tests/test_mobilenet_v2.py).  Table 4's 6.9M parameters for width 1.4
+convention reproduces it exactly too (tests/models/test_mobilenet_v2.py).  Table 4's 6.9M parameters for width 1.4
 is not reached by Table 2 at 1.4 with any of these policies; the released 1.4 checkpoint has 6.06M.
 
 TensorFlow / Keras weights (``lightnets convert``): ``padding="same"`` (TF's SAME rule, ``layers.PADDING_MODES``)
