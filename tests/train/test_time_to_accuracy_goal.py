@@ -32,7 +32,7 @@ def test_a_tie_on_validation_keeps_the_earlier_checkpoint():
     first_reaching = _first_reaching()
     history = [
         {"epoch": 1, "elapsed_s": 60.0, "val_top1": 0.90, "test_top1": 0.80},
-        {"epoch": 2, "elapsed_s": 120.0, "val_top1": 0.90, "test_top1": 0.95},  # train.py keeps epoch 1 on a tie
+        {"epoch": 2, "elapsed_s": 120.0, "val_top1": 0.90, "test_top1": 0.95},  # train/run.py keeps epoch 1 on a tie
     ]
     assert first_reaching(history, "test_top1", 0.90) is None
 

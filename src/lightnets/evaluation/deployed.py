@@ -10,7 +10,7 @@ between the checkpoint and each file (both predictions with their confidences), 
 file sizes and batch-1 latency measured in the same process (``lightnets.deploy.bench.time_interleaved``, so the
 forms take turns and share the machine's state).
 
-Files are loaded through ``deploy_export.load_exported`` (the format registry); what a runtime raises on a bad
+Files are loaded through ``deploy.to_device.load_exported`` (the format registry); what a runtime raises on a bad
 file (truncated, from another model, no metadata) becomes one ``ValueError`` line naming the file.
 """
 
@@ -199,7 +199,7 @@ def evaluate_deployed(
     """Evaluate an exported file on a dataset source, in the file's own runtime.
 
     Class names, label order and preprocessing are the file's; the data's classes must be among them (the
-    error names those that are not), a subset is fine.  ``split`` as in ``inference.evaluate_checkpoint``."""
+    error names those that are not), a subset is fine.  ``split`` as in ``predict.evaluate_checkpoint``."""
     forward, meta, fmt = open_exported(path, threads)
     classes = list(meta["classes"])
     name, ds = _data_split(data, classes, _in_chans(meta), split, owner=f"the file {Path(path).name}")
@@ -327,7 +327,7 @@ def checkpoint_form(
     run: str | os.PathLike, data: str, *, split: str = "auto", batch_size: int = 64, workers: int = 0,
     worst_n: int = 16, cache: bool = True, cache_dir: str | os.PathLike | None = None,
 ) -> FormEval:  # fmt: skip
-    """``inference.evaluate_checkpoint`` as a ``FormEval`` (what ``lightnets eval RUN DATA`` reports and writes)."""
+    """``predict.evaluate_checkpoint`` as a ``FormEval`` (what ``lightnets eval RUN DATA`` reports and writes)."""
     from .predict import evaluate_checkpoint
 
     result, ds, ckpt = evaluate_checkpoint(run, data, split=split, batch_size=batch_size, workers=workers,
