@@ -5,7 +5,10 @@ fallback (``quant_fallback``) and the benchmark (``bench``).  ``from lightnets i
 layer and ``deploy.export``."""
 
 from .engines import (
+    CHANNELS_LAST_DEFAULT,
     ENGINES,
+    MICRO_BATCH,
+    STREAMS_MIN_BATCH,
     EngineUnavailableError,
     Runner,
     available_engines,
@@ -21,9 +24,12 @@ from .engines import (
 from .to_device import export
 
 __all__ = [
+    "CHANNELS_LAST_DEFAULT",
     "ENGINES",
     "EngineUnavailableError",
+    "MICRO_BATCH",
     "Runner",
+    "STREAMS_MIN_BATCH",
     "available_engines",
     "export",
     "fold_batchnorm",
