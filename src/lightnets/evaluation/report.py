@@ -591,7 +591,7 @@ def save_eval_artifacts(run_dir: str | os.PathLike, eval_result: EvalResult) -> 
 
 
 # ------------------------------------------------------------------------ building blocks for other pages
-# (lightnets.compare_report builds the deployed-forms comparison from these, so both pages look alike)
+# (lightnets.evaluation.deployed_report builds the deployed-forms comparison from these, so both pages look alike)
 CSS = _CSS
 escape = _esc
 data_uri = _data_uri
