@@ -126,3 +126,21 @@ def test_png_folder_reaches_the_idx_paths_accuracy(shared_data, tmp_path) -> Non
     )
     assert scores["idx"] > 0.85, scores
     assert abs(scores["png"] - scores["idx"]) <= 0.005, scores
+
+
+def test_a_gray_folder_decodes_to_one_channel_unless_three_are_asked_for(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "gray"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(root / c / f"{i}.png")
+    gray = load_dataset(str(root), val_fraction=0)
+    assert gray.probe.gray and gray.in_chans == 1 and len(gray.probe.mean) == 1
+    image, _ = gray.train[0]
+    assert image.mode == "L" and default_preprocessing(gray)["in_chans"] == 1
+    rgb = load_dataset(str(root), val_fraction=0, in_chans=3)
+    assert rgb.in_chans == 3 and rgb.train[0][0].mode == "RGB" and len(rgb.probe.mean) == 3
+    Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(root / "a" / "colour.png")
+    mixed = load_dataset(str(root), val_fraction=0)  # one colour image: the folder is RGB
+    assert not mixed.probe.gray and mixed.in_chans == 3

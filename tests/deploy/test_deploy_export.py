@@ -234,3 +234,18 @@ def test_executorch_int8_export_and_predict_file(checkpoint: Path, images: Path,
     assert cli.main(["predict", str(out), str(images / "c1"), "--format", "json"]) == 0
     predictions = json.loads(capsys.readouterr().out)["predictions"]
     assert len(predictions) == 12 and all(p["top"][0]["class"] in CLASSES for p in predictions)
+
+
+def test_a_file_counts_only_its_own_formats_companions(tmp_path: Path) -> None:
+    """model.int8.pte beside OpenVINO's model.int8.xml + model.int8.bin: the .bin is OpenVINO's, not the .pte's."""
+    from lightnets.deploy_export import files_of
+
+    sizes = {"model.int8.pte": 10, "model.int8.xml": 20, "model.int8.bin": 300, "model.ncnn.param": 4,
+             "model.ncnn.bin": 5000, "model.int8.onnx": 7}  # fmt: skip
+    for name, n in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * n)
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert files_of(tmp_path / "model.int8.pte") == ([tmp_path / "model.int8.pte", tmp_path / "model.int8.pte.json"], 10)
+    assert files_of(tmp_path / "model.int8.onnx")[1] == 7
+    assert files_of(tmp_path / "model.int8.xml")[1] == 320
+    assert files_of(tmp_path / "model.ncnn.param")[1] == 5004

@@ -1057,20 +1057,20 @@ def _load_folder(
     in_chans: int | None,
     cache: DecodeCache | None = None,
 ) -> DatasetSplits:
-    chans = 3 if in_chans is None else in_chans
-    mode = mode_for_chans(chans)
     splits = find_splits(root)
+    train = ImageFolder(splits.get("train", root), cache=cache)
+    # in_chans None: a folder of grayscale images decodes to one channel, like the IDX data (see lightnets.data.probe)
+    probe = probe_sizes(train._all_files, lambda p, gray: load_image(p, _folder_mode(in_chans, gray)))
+    chans = in_chans or (1 if probe is not None and probe.gray else 3)
+    train.mode = mode = mode_for_chans(chans)
     if splits:
-        train = ImageFolder(splits["train"], mode=mode, cache=cache)
-        probe = probe_sizes(train._all_files, lambda p: load_image(p, mode))
         test = ImageFolder(splits["test"], mode=mode, classes=train.classes, cache=cache) if "test" in splits else None
         if "val" in splits:
             val = ImageFolder(splits["val"], mode=mode, classes=train.classes, cache=cache)
             how = f"folder {splits['val']}"
             return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
     else:
-        train, test = ImageFolder(root, mode=mode, cache=cache), None
-        probe = probe_sizes(train._all_files, lambda p: load_image(p, mode))
+        test = None
     val, how = None, "none (val_fraction=0)"
     if val_fraction > 0:
         tr, va = make_split(
@@ -1083,6 +1083,10 @@ def _load_folder(
             else f"stratified seed={seed} val_fraction={val_fraction}"
         )
     return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
+
+
+def _folder_mode(in_chans: int | None, gray: bool) -> str:
+    return mode_for_chans(in_chans or (1 if gray else 3))
 
 
 def default_preprocessing(

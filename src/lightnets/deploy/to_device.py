@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .images import DEFAULT_CALIB_IMAGES, SEED, ImageSet, load_images, run_images
-from .runtimes import FORMATS, MODULES, ExportRequest, Format, atomic_write, get_format
+from .runtimes import FORMATS, MODULES, ExportRequest, Format, atomic_write, format_for_path, get_format
 
 __all__ = ["DeployReport", "ImageSet", "Source", "PARITY_ATOL", "export", "load_images", "resolve_source"]
 
@@ -178,12 +178,13 @@ def _latency(runner: Any, shape: tuple[int, ...], threads: int | None, min_time_
     return t.median_ms, [t.q1_ms, t.q3_ms]
 
 
-COMPANION_SUFFIXES = (".bin",)  # weights a format keeps beside its main file (OpenVINO .xml + .bin, ncnn .param + .bin)
-
-
 def files_of(path: Path) -> tuple[list[Path], int]:
-    """(every file of an export: main, companions, sidecar; bytes of the model files without the sidecar)."""
-    model_files = [path] + [c for s in COMPANION_SUFFIXES if (c := path.with_suffix(s)) != path and c.is_file()]
+    """(every file of an export: main, its format's companions, sidecar; bytes of the model files without the
+    sidecar).  Only the format's own companions count: ``model.int8.pte`` does not own OpenVINO's
+    ``model.int8.bin`` beside it."""
+    name = format_for_path(path)
+    suffixes = get_format(name).companions if name is not None else ()
+    model_files = [path] + [c for s in suffixes if (c := path.with_suffix(s)) != path and c.is_file()]
     side = path.with_name(path.name + ".json")
     return model_files + ([side] if side.is_file() else []), sum(f.stat().st_size for f in model_files)
 
@@ -325,8 +326,6 @@ def format_names() -> list[str]:
 def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(runner: float32 NCHW tensor -> logits tensor, metadata) for a file written by ``export``, in its format's
     own runtime.  The metadata has the class names and the preprocessing to apply (``lightnets predict FILE``)."""
-    from .runtimes import format_for_path
-
     path = Path(path)
     name = format_for_path(path)
     if name is None:

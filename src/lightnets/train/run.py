@@ -517,6 +517,8 @@ def _run(
     if splits.probe is not None and splits.probe.small and cfg.input_size is None and main:
         say(f"small images ({splits.probe.describe()}): training at their native {size[0]}x{size[1]} px "
             f"with small_input={small_input} (override with --input-size / --small-input)")  # fmt: skip
+    if splits.probe is not None and splits.probe.gray and in_chans is None and main:
+        say("grayscale images: training with 1 input channel (override with --in-chans 3)")
 
     # ---- model
     kwargs: dict[str, Any] = {"num_classes": len(classes), "in_chans": splits.in_chans, "small_input": small_input,

@@ -88,6 +88,7 @@ class Format:
     read_metadata: Callable[[Path], dict[str, Any]]
     supports_int8: bool = True
     packages: tuple[str, ...] = ()  # import names the runtime needs (availability check without importing them)
+    companions: tuple[str, ...] = ()  # suffixes of files kept beside the main one (OpenVINO .xml + .bin)
 
 
 FORMATS: dict[str, Format] = {}

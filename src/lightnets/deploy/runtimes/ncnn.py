@@ -116,6 +116,7 @@ FORMAT = register_format(
         export=export,
         load=load,
         read_metadata=read_metadata,
+        companions=(".bin",),
         supports_int8=False,
         packages=("ncnn", "pnnx"),
     )

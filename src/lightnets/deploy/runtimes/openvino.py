@@ -117,6 +117,7 @@ FORMAT = register_format(
         export=export,
         load=load,
         read_metadata=read_metadata,
+        companions=(".bin",),
         packages=("openvino", "nncf"),
     )
 )
