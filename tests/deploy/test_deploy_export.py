@@ -238,7 +238,7 @@ def test_executorch_int8_export_and_predict_file(checkpoint: Path, images: Path,
 
 def test_a_file_counts_only_its_own_formats_companions(tmp_path: Path) -> None:
     """model.int8.pte beside OpenVINO's model.int8.xml + model.int8.bin: the .bin is OpenVINO's, not the .pte's."""
-    from lightnets.deploy_export import files_of
+    from lightnets.deploy.to_device import files_of
 
     sizes = {"model.int8.pte": 10, "model.int8.xml": 20, "model.int8.bin": 300, "model.ncnn.param": 4,
              "model.ncnn.bin": 5000, "model.int8.onnx": 7}  # fmt: skip
