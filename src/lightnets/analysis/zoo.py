@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..registry import PaperRef, get_card, list_models
-from .profile import count_macs, count_params
+from .counting import count_macs, count_params
 
 
 def _primary_ref(refs: tuple[PaperRef, ...], input_size: int) -> PaperRef | None:
