@@ -428,11 +428,11 @@ def test_no_progress_bar_frames_when_the_output_is_not_a_terminal(tmp_path: Path
 
 
 def test_the_loss_panel_is_readable_after_a_huge_first_val_loss(tmp_path: Path, monkeypatch) -> None:
-    from lightnets.evaluation import report
+    from lightnets.evaluation import plots, report
 
     figures = []
-    real = report._save_png
-    monkeypatch.setattr(report, "_save_png", lambda fig, path: figures.append(fig) or real(fig, path))
+    real = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig) or real(fig, path))
     history = [{"epoch": 1, "train_loss": 2.3, "val_loss": 380.0, "train_acc": 0.2, "val_top1": 0.1, "lr": 0.1},
                {"epoch": 2, "train_loss": 0.9, "val_loss": 0.8, "train_acc": 0.7, "val_top1": 0.7, "lr": 0.05},
                {"epoch": 3, "train_loss": 0.5, "val_loss": 0.45, "train_acc": 0.85, "val_top1": 0.85, "lr": 0.0}]  # fmt: skip

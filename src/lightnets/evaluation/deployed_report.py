@@ -21,7 +21,8 @@ from PIL import Image
 
 from ..deploy.runtimes import atomic_write
 from .deployed import Comparison, FormEval
-from .report import CSS, data_uri, escape, per_class_table, plot_confusion_matrix, thumbnail_uri
+from .html_parts import CSS, data_uri, escape, per_class_table, thumbnail_uri
+from .plots import plot_confusion_matrix
 
 __all__ = ["comparison_html", "sample_image", "write_comparison", "write_eval_dir"]
 
