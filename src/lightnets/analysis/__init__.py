@@ -1,5 +1,6 @@
-"""Measure a model: parameters, MACs / FLOPs and memory access cost (``profile``), the guideline lab G1-G4
-(``lab``) and the model-zoo tables (``zoo``).  The names of ``profile`` are re-exported here, so
+"""Measure a model: parameters, MACs / FLOPs and memory access cost (``profile``, built from ``counting``,
+``formulas``, ``memory_access`` and ``results``), the guideline lab G1-G4 (the ``lab`` package) and the
+model-zoo tables (``zoo``).  The names of ``profile`` are re-exported here, so
 ``from lightnets.analysis import profile`` gives the function."""
 
 from .profile import (
