@@ -5,10 +5,12 @@ through the ``shared_data`` fixture (skipped when absent)."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,6 @@ from lightnets.data import (
     load_image,
     load_split,
     make_loader,
-    measure_throughput,
     pad_crop_flip,
     read_cifar_batch,
     read_idx,
@@ -668,7 +669,18 @@ def test_loader_resizes_to_model_input() -> None:
         TensorBatchLoader(images, labels, 10, preprocessing=make_preprocessing("small", 28))
 
 
+def _measure_throughput():
+    # measuring lives with the benchmark that uses it (benchmarks/train_speed.py), not in lightnets.data
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("_train_speed_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.measure_throughput
+
+
 def test_make_loader_and_throughput() -> None:
+    measure_throughput = _measure_throughput()
     images, labels = _tiny(40, 1, 8, 8)
     ds = TensorImageDataset(images, labels % 10, [str(i) for i in range(10)])
     pp = make_preprocessing("small", 8, in_chans=1)

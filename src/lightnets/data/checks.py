@@ -29,7 +29,8 @@ from torch import nn
 
 from ..registry import create_model
 from ..util.limits import check_fits
-from .datasets import IMG_EXTENSIONS, _dir_key, check_image, find_splits, is_image_file
+from .folders import _dir_key, find_splits
+from .images import IMG_EXTENSIONS, check_image, is_image_file
 from .transforms import mode_for_chans
 
 # =========================================================================== dataset folders

@@ -1,0 +1,238 @@
+"""One entry point from a ``--data`` source string to datasets: ``load_dataset`` recognises the kind
+(digits, IDX, CIFAR, image folder), loads its splits into a ``DatasetSplits``, makes or reads the val split,
+and ``default_preprocessing`` picks the preprocessing that suits the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from .decode_cache import DecodeCache
+from .errors import DataFormatError
+from .folders import ImageFolder, find_splits
+from .formats import (
+    DIGIT_CLASSES,
+    FASHION_MNIST_CLASSES,
+    find_idx_files,
+    is_cifar_folder,
+    load_cifar,
+    load_digits_dataset,
+    load_idx_pair,
+)
+from .images import load_image
+from .memory import TensorImageDataset, channel_stats, is_in_memory
+from .probe import SizeProbe, probe_sizes
+from .splits import make_split
+from .transforms import (
+    make_preprocessing,
+    mode_for_chans,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetSplits:
+    """The splits of one dataset.  ``train``/``val``/``test`` are TensorImageDataset (in-memory kinds) or
+    ImageFolder (kind "folder"); val and test may be None.  ``image_size`` is the native (H, W) of in-memory
+    data, None for folders (mixed sizes).  ``split`` says where val came from."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    classes: list[str]
+    in_chans: int
+    kind: str
+    source: str
+    image_size: tuple[int, int] | None = None
+    split: str = ""
+    probe: SizeProbe | None = None  # folders: the image sizes seen when the folder was opened (lightnets.data.probe)
+
+    @property
+    def in_memory(self) -> bool:
+        return is_in_memory(self.train)
+
+
+_PREFIXES = ("digits", "fashion-mnist", "mnist", "idx", "cifar10", "cifar100", "folder")
+
+
+def _parse_source(source: str) -> tuple[str | None, str]:
+    if source in ("digits", "sklearn-digits"):
+        return "digits", ""
+    head, sep, rest = source.partition(":")
+    if sep and head.lower() in _PREFIXES and rest:
+        return head.lower(), rest
+    return None, source
+
+
+def load_dataset(
+    source: str,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    split_file: str | os.PathLike | None = None,
+    in_chans: int | None = None,
+    cifar100_labels: str = "fine",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetSplits:
+    """Load a dataset from a source string.
+
+    Accepted sources:
+      - ``digits``: scikit-learn's 8 x 8 digits (1 channel, no test split);
+      - ``fashion-mnist:PATH``, ``mnist:PATH``, ``idx:PATH``: a folder with IDX files (train-images-idx3-ubyte,
+        train-labels-idx1-ubyte, t10k-* for test; .gz or raw); class names from the prefix (Fashion-MNIST's
+        names, digits 0-9, or from the folder name when it contains "fashion");
+      - ``cifar10:PATH``, ``cifar100:PATH``: a folder of CIFAR python batches (``cifar100_labels`` fine/coarse);
+      - ``folder:PATH``: an image folder, either root/<class>/* or root/train/<class> + root/val/<class>
+        (+ optional root/test/<class>);
+      - a bare PATH: any of the folders above, recognised by their contents.
+
+    val is the source's own val folder when it has one; otherwise a stratified, seeded split of train with
+    ``val_fraction`` (0: no val), read from ``split_file`` when that exists and written there when it does not.
+    ``in_chans`` (1 or 3) converts images (folders decode to "L"/"RGB"; in-memory data is repeated or
+    converted to luma); None keeps the native channels (1 for digits/IDX, 3 for CIFAR and folders).
+    Folders are decoded once into a memory-mapped cache (``cache``; in ``cache_dir``, default
+    lightnets.data.decode_cache.default_cache_dir()) when a loader first reads them, and their image sizes are
+    probed (``splits.probe``: small images train at their native size, see default_preprocessing).
+    """
+    kind, path_str = _parse_source(str(source))
+    path = Path(path_str) if path_str else None
+    if kind is None:
+        if path is None or not path.exists():
+            raise FileNotFoundError(
+                f"dataset source {source!r} is neither 'digits', a known 'kind:PATH' ({', '.join(_PREFIXES)}) nor an existing path"
+            )
+        if find_idx_files(path):
+            kind = "fashion-mnist" if "fashion" in path.resolve().name.lower() else "idx"
+        elif is_cifar_folder(path):
+            kind = is_cifar_folder(path)
+        else:
+            kind = "folder"
+    elif path is not None and not path.exists():
+        raise FileNotFoundError(f"{kind} data not found at {path}")
+
+    if kind == "folder":
+        store = DecodeCache(str(cache_dir) if cache_dir is not None else None) if cache else None
+        return _load_folder(path, str(source), val_fraction, seed, split_file, in_chans, store)
+
+    test: TensorImageDataset | None = None
+    if kind == "digits":
+        train = load_digits_dataset()
+    elif kind in ("fashion-mnist", "mnist", "idx"):
+        pairs = find_idx_files(path)
+        if "train" not in pairs:
+            raise DataFormatError(
+                f"{path}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] pair"
+            )
+        if kind in ("fashion-mnist", "mnist") and "test" not in pairs:
+            # these datasets ship a test set; without it every result would silently come from a split of train
+            raise DataFormatError(
+                f"{path}: {kind} test files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) are missing; "
+                f"add them, or use idx:{path} to train without a test split"
+            )
+        images, labels = load_idx_pair(*pairs["train"])
+        n_cls = int(labels.max()) + 1
+        if kind == "fashion-mnist":
+            classes = list(FASHION_MNIST_CLASSES)
+        elif n_cls <= 10:
+            classes = list(DIGIT_CLASSES)
+        else:
+            classes = [str(i) for i in range(n_cls)]
+        train = TensorImageDataset(images, labels, classes, kind)
+        if "test" in pairs:
+            test = TensorImageDataset(*load_idx_pair(*pairs["test"]), classes, kind)
+    elif kind in ("cifar10", "cifar100"):
+        parts = load_cifar(path, cifar100_labels)
+        found = is_cifar_folder(path)
+        if found != kind:
+            raise DataFormatError(f"{path} holds {found} batches, not {kind}")
+        train, test = parts["train"], parts.get("test")
+    else:  # pragma: no cover - _PREFIXES and the branches above agree
+        raise ValueError(f"unknown dataset kind {kind!r}")
+
+    if in_chans is not None:
+        mode_for_chans(in_chans)  # validates
+        train = train.with_chans(in_chans)
+        test = test.with_chans(in_chans) if test is not None else None
+    val = None
+    how = "none (val_fraction=0)"
+    if val_fraction > 0:
+        tr, va = make_split(train.labels, val_fraction, seed, split_file, source=str(source))
+        train, val = train.subset(tr), train.subset(va)
+        how = (
+            f"file {split_file}"
+            if split_file is not None
+            else f"stratified seed={seed} val_fraction={val_fraction}"
+        )
+    return DatasetSplits(
+        train, val, test, list(train.classes), train.in_chans, kind, str(source), train.image_size, how
+    )
+
+
+def _load_folder(
+    root: Path,
+    source: str,
+    val_fraction: float,
+    seed: int,
+    split_file: str | os.PathLike | None,
+    in_chans: int | None,
+    cache: DecodeCache | None = None,
+) -> DatasetSplits:
+    splits = find_splits(root)
+    train = ImageFolder(splits.get("train", root), cache=cache)
+    # in_chans None: a folder of grayscale images decodes to one channel, like the IDX data (see lightnets.data.probe)
+    probe = probe_sizes(train._all_files, lambda p, gray: load_image(p, _folder_mode(in_chans, gray)))
+    chans = in_chans or (1 if probe is not None and probe.gray else 3)
+    train.mode = mode = mode_for_chans(chans)
+    if splits:
+        test = ImageFolder(splits["test"], mode=mode, classes=train.classes, cache=cache) if "test" in splits else None
+        if "val" in splits:
+            val = ImageFolder(splits["val"], mode=mode, classes=train.classes, cache=cache)
+            how = f"folder {splits['val']}"
+            return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
+    else:
+        test = None
+    val, how = None, "none (val_fraction=0)"
+    if val_fraction > 0:
+        tr, va = make_split(
+            train.targets, val_fraction, seed, split_file, files=train.relative_paths(), source=source
+        )
+        train, val = train.subset(tr), train.subset(va)
+        how = (
+            f"file {split_file}"
+            if split_file is not None
+            else f"stratified seed={seed} val_fraction={val_fraction}"
+        )
+    return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
+
+
+def _folder_mode(in_chans: int | None, gray: bool) -> str:
+    return mode_for_chans(in_chans or (1 if gray else 3))
+
+
+def default_preprocessing(
+    splits: DatasetSplits, input_size: int | Sequence[int] | None = None
+) -> dict[str, Any]:
+    """A sensible preprocessing dict for ``splits``: for in-memory data the "small" preset at the native size
+    (or ``input_size``) with the training set's channel mean/std; for folders the ImageNet preset at 224 (or
+    ``input_size``) with ImageNet statistics (grayscale: 0.5 / 0.5), except that a folder of small images
+    (``splits.probe.small``) with no ``input_size`` gets the small preset at its median size and the probed
+    images' channel statistics, like the in-memory kinds."""
+    probe = splits.probe
+    if not splits.in_memory and input_size is None and probe is not None and probe.small:
+        return make_preprocessing("small", probe.size, mean=probe.mean, std=probe.std, in_chans=splits.in_chans)
+    if splits.in_memory:
+        mean, std = channel_stats(splits.train.images)
+        std = [max(s, 1e-3) for s in std]
+        return make_preprocessing(
+            "small", input_size or splits.image_size, mean=mean, std=std, in_chans=splits.in_chans
+        )
+    return make_preprocessing("imagenet", input_size or 224, in_chans=splits.in_chans)
