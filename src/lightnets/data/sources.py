@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,28 @@ def _parse_source(source: str) -> tuple[str | None, str]:
     return None, source
 
 
+@dataclass(frozen=True)
+class _ValSplit:
+    """How load_dataset finds val when the source has no val folder: a seeded stratified split of train."""
+
+    fraction: float
+    seed: int
+    split_file: str | os.PathLike | None
+    source: str
+
+    def apply(self, train: Any, labels: Any, files: Sequence[str] | None = None) -> tuple[Any, Any, str]:
+        """(train, val, how val was made) for a dataset with ``subset``; val is None when the fraction is 0."""
+        if self.fraction <= 0:
+            return train, None, "none (val_fraction=0)"
+        tr, va = make_split(labels, self.fraction, self.seed, self.split_file, files=files, source=self.source)
+        how = (
+            f"file {self.split_file}"
+            if self.split_file is not None
+            else f"stratified seed={self.seed} val_fraction={self.fraction}"
+        )
+        return train.subset(tr), train.subset(va), how
+
+
 def load_dataset(
     source: str,
     *,
@@ -103,7 +125,25 @@ def load_dataset(
     lightnets.data.decode_cache.default_cache_dir()) when a loader first reads them, and their image sizes are
     probed (``splits.probe``: small images train at their native size, see default_preprocessing).
     """
-    kind, path_str = _parse_source(str(source))
+    kind, path = _resolve_kind(str(source))
+    val_split = _ValSplit(val_fraction, seed, split_file, str(source))
+    if kind == "folder":
+        store = DecodeCache(str(cache_dir) if cache_dir is not None else None) if cache else None
+        return _load_folder(path, val_split, in_chans, store)
+    train, test = _IN_MEMORY_LOADERS[kind](path, kind, cifar100_labels)
+    if in_chans is not None:
+        mode_for_chans(in_chans)  # validates
+        train = train.with_chans(in_chans)
+        test = test.with_chans(in_chans) if test is not None else None
+    train, val, how = val_split.apply(train, train.labels)
+    return DatasetSplits(
+        train, val, test, list(train.classes), train.in_chans, kind, str(source), train.image_size, how
+    )
+
+
+def _resolve_kind(source: str) -> tuple[str, Path | None]:
+    """The dataset kind and path of a source string; a bare path's kind is recognised from its contents."""
+    kind, path_str = _parse_source(source)
     path = Path(path_str) if path_str else None
     if kind is None:
         if path is None or not path.exists():
@@ -112,105 +152,78 @@ def load_dataset(
             )
         if find_idx_files(path):
             kind = "fashion-mnist" if "fashion" in path.resolve().name.lower() else "idx"
-        elif is_cifar_folder(path):
-            kind = is_cifar_folder(path)
         else:
-            kind = "folder"
+            kind = is_cifar_folder(path) or "folder"
     elif path is not None and not path.exists():
         raise FileNotFoundError(f"{kind} data not found at {path}")
+    return kind, path
 
-    if kind == "folder":
-        store = DecodeCache(str(cache_dir) if cache_dir is not None else None) if cache else None
-        return _load_folder(path, str(source), val_fraction, seed, split_file, in_chans, store)
 
-    test: TensorImageDataset | None = None
-    if kind == "digits":
-        train = load_digits_dataset()
-    elif kind in ("fashion-mnist", "mnist", "idx"):
-        pairs = find_idx_files(path)
-        if "train" not in pairs:
-            raise DataFormatError(
-                f"{path}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] pair"
-            )
-        if kind in ("fashion-mnist", "mnist") and "test" not in pairs:
-            # these datasets ship a test set; without it every result would silently come from a split of train
-            raise DataFormatError(
-                f"{path}: {kind} test files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) are missing; "
-                f"add them, or use idx:{path} to train without a test split"
-            )
-        images, labels = load_idx_pair(*pairs["train"])
-        n_cls = int(labels.max()) + 1
-        if kind == "fashion-mnist":
-            classes = list(FASHION_MNIST_CLASSES)
-        elif n_cls <= 10:
-            classes = list(DIGIT_CLASSES)
-        else:
-            classes = [str(i) for i in range(n_cls)]
-        train = TensorImageDataset(images, labels, classes, kind)
-        if "test" in pairs:
-            test = TensorImageDataset(*load_idx_pair(*pairs["test"]), classes, kind)
-    elif kind in ("cifar10", "cifar100"):
-        parts = load_cifar(path, cifar100_labels)
-        found = is_cifar_folder(path)
-        if found != kind:
-            raise DataFormatError(f"{path} holds {found} batches, not {kind}")
-        train, test = parts["train"], parts.get("test")
-    else:  # pragma: no cover - _PREFIXES and the branches above agree
-        raise ValueError(f"unknown dataset kind {kind!r}")
+_InMemory = tuple[TensorImageDataset, TensorImageDataset | None]  # (train, test or None)
 
-    if in_chans is not None:
-        mode_for_chans(in_chans)  # validates
-        train = train.with_chans(in_chans)
-        test = test.with_chans(in_chans) if test is not None else None
-    val = None
-    how = "none (val_fraction=0)"
-    if val_fraction > 0:
-        tr, va = make_split(train.labels, val_fraction, seed, split_file, source=str(source))
-        train, val = train.subset(tr), train.subset(va)
-        how = (
-            f"file {split_file}"
-            if split_file is not None
-            else f"stratified seed={seed} val_fraction={val_fraction}"
+
+def _load_digits(path: Path | None, kind: str, cifar100_labels: str) -> _InMemory:
+    return load_digits_dataset(), None
+
+
+def _load_idx(path: Path, kind: str, cifar100_labels: str) -> _InMemory:
+    pairs = find_idx_files(path)
+    if "train" not in pairs:
+        raise DataFormatError(f"{path}: no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] pair")
+    if kind in ("fashion-mnist", "mnist") and "test" not in pairs:
+        # these datasets ship a test set; without it every result would silently come from a split of train
+        raise DataFormatError(
+            f"{path}: {kind} test files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) are missing; "
+            f"add them, or use idx:{path} to train without a test split"
         )
-    return DatasetSplits(
-        train, val, test, list(train.classes), train.in_chans, kind, str(source), train.image_size, how
-    )
+    images, labels = load_idx_pair(*pairs["train"])
+    n_cls = int(labels.max()) + 1
+    if kind == "fashion-mnist":
+        classes = list(FASHION_MNIST_CLASSES)
+    elif n_cls <= 10:
+        classes = list(DIGIT_CLASSES)
+    else:
+        classes = [str(i) for i in range(n_cls)]
+    train = TensorImageDataset(images, labels, classes, kind)
+    test = TensorImageDataset(*load_idx_pair(*pairs["test"]), classes, kind) if "test" in pairs else None
+    return train, test
 
 
-def _load_folder(
-    root: Path,
-    source: str,
-    val_fraction: float,
-    seed: int,
-    split_file: str | os.PathLike | None,
-    in_chans: int | None,
-    cache: DecodeCache | None = None,
-) -> DatasetSplits:
+def _load_cifar(path: Path, kind: str, cifar100_labels: str) -> _InMemory:
+    parts = load_cifar(path, cifar100_labels)
+    found = is_cifar_folder(path)
+    if found != kind:
+        raise DataFormatError(f"{path} holds {found} batches, not {kind}")
+    return parts["train"], parts.get("test")
+
+
+# kind -> loader of its (train, test) in-memory datasets; "folder" is loaded by _load_folder
+_IN_MEMORY_LOADERS: dict[str, Callable[[Any, str, str], _InMemory]] = {
+    "digits": _load_digits,
+    "fashion-mnist": _load_idx,
+    "mnist": _load_idx,
+    "idx": _load_idx,
+    "cifar10": _load_cifar,
+    "cifar100": _load_cifar,
+}
+
+
+def _load_folder(root: Path, val_split: _ValSplit, in_chans: int | None, cache: DecodeCache | None) -> DatasetSplits:
+    source = val_split.source
     splits = find_splits(root)
     train = ImageFolder(splits.get("train", root), cache=cache)
     # in_chans None: a folder of grayscale images decodes to one channel, like the IDX data (see lightnets.data.probe)
     probe = probe_sizes(train._all_files, lambda p, gray: load_image(p, _folder_mode(in_chans, gray)))
     chans = in_chans or (1 if probe is not None and probe.gray else 3)
     train.mode = mode = mode_for_chans(chans)
-    if splits:
-        test = ImageFolder(splits["test"], mode=mode, classes=train.classes, cache=cache) if "test" in splits else None
-        if "val" in splits:
-            val = ImageFolder(splits["val"], mode=mode, classes=train.classes, cache=cache)
-            how = f"folder {splits['val']}"
-            return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
+    test = None
+    if "test" in splits:
+        test = ImageFolder(splits["test"], mode=mode, classes=train.classes, cache=cache)
+    if "val" in splits:
+        val = ImageFolder(splits["val"], mode=mode, classes=train.classes, cache=cache)
+        how = f"folder {splits['val']}"
     else:
-        test = None
-    val, how = None, "none (val_fraction=0)"
-    if val_fraction > 0:
-        tr, va = make_split(
-            train.targets, val_fraction, seed, split_file, files=train.relative_paths(), source=source
-        )
-        train, val = train.subset(tr), train.subset(va)
-        how = (
-            f"file {split_file}"
-            if split_file is not None
-            else f"stratified seed={seed} val_fraction={val_fraction}"
-        )
+        train, val, how = val_split.apply(train, train.targets, files=train.relative_paths())
     return DatasetSplits(train, val, test, train.classes, chans, "folder", source, None, how, probe)
 
 
