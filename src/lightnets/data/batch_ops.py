@@ -10,9 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .transforms import (
-    TENSOR_MODES,
-)
+from .preprocessing import TENSOR_MODES
 
 
 def pad_crop_flip(

@@ -31,7 +31,7 @@ from ..registry import create_model
 from ..util.limits import check_fits
 from .folders import _dir_key, find_splits
 from .images import IMG_EXTENSIONS, check_image, is_image_file
-from .transforms import mode_for_chans
+from .preprocessing import mode_for_chans
 
 # =========================================================================== dataset folders
 

@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
-from .transforms import (
-    convert_image_mode,
-)
+from .transforms import convert_image_mode
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from .batch_ops import pad_crop_flip, resize_batch
 from .folders import ImageFiles, ImageFolder, collate_skip_none
 from .memory import TensorImageDataset, is_in_memory
-from .transforms import (
-    check_preprocessing,
-    default_padding,
-    eval_transform,
-    make_preprocessing,
-    train_transform,
-)
+from .preprocessing import check_preprocessing, make_preprocessing
+from .transforms import default_padding, eval_transform, train_transform
 
 
 def _mix_seed(*parts: int) -> int:

@@ -28,12 +28,9 @@ from .formats import (
 )
 from .images import load_image
 from .memory import TensorImageDataset, channel_stats, is_in_memory
+from .preprocessing import make_preprocessing, mode_for_chans
 from .probe import SizeProbe, probe_sizes
 from .splits import make_split
-from .transforms import (
-    make_preprocessing,
-    mode_for_chans,
-)
 
 log = logging.getLogger(__name__)
 
