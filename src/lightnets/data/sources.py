@@ -5,7 +5,6 @@ and ``default_preprocessing`` picks the preprocessing that suits the data.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from .memory import TensorImageDataset, channel_stats, is_in_memory
 from .preprocessing import make_preprocessing, mode_for_chans
 from .probe import SizeProbe, probe_sizes
 from .splits import make_split
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
