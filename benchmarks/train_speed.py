@@ -16,7 +16,7 @@ docs/benchmarks.md, and saved as JSON with ``--json``:
    Both use SGD (momentum 0.9) on their own copy of the same initial model, fp32, NCHW.  The variants take
    turns (interleaved rounds) so that load from other processes falls on both; the median step time is
    reported and the ratio engine / plain images/s.
-2. Data loading, beside it: ``lightnets.data.measure_throughput`` of a ``TensorBatchLoader`` with augmentation
+2. Data loading, beside it: ``measure_throughput`` (below) of a ``TensorBatchLoader`` with augmentation
    at both sizes, and of a ``FolderLoader`` (JPEG decoding, RandomResizedCrop, 2 workers) over
    hymenoptera_data/train at 224 px.  If a loader delivers fewer images/s than training consumes, data loading
    is the bottleneck.
@@ -36,16 +36,17 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from lightnets import create_model
-from lightnets.data import ImageFolder, TensorBatchLoader, make_loader, measure_throughput
+from lightnets.data import ImageFolder, TensorBatchLoader, make_loader
 from lightnets.data.transforms import make_preprocessing
 from lightnets.train.engine import train_one_epoch
 
@@ -154,6 +155,25 @@ def images_per_s(batch: int, seconds: list[float]) -> float:
 def build(name: str, s: SizeSetting) -> nn.Module:
     torch.manual_seed(0)
     return create_model(name, small_input=s.small_input, num_classes=s.num_classes)
+
+
+def measure_throughput(loader: Iterable[Any], num_batches: int = 20, warmup: int = 1) -> float:
+    """Images per second delivered by ``loader`` over ``num_batches`` batches after ``warmup`` batches (fewer if
+    the loader runs out).  The first element of each batch is taken as the images."""
+    it = iter(loader)
+    for _ in range(warmup):
+        if next(it, None) is None:
+            break
+    images, start, done = 0, time.perf_counter(), 0
+    for batch in it:
+        images += len(batch[0])
+        done += 1
+        if done >= num_batches:
+            break
+    seconds = time.perf_counter() - start
+    if images == 0:
+        raise ValueError("the loader produced no batches to time (after warm-up)")
+    return images / seconds
 
 
 def loader_throughput(s: SizeSetting, batches: int) -> float:

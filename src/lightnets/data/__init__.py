@@ -1,45 +1,73 @@
-"""The data stage: image decoding and checks, folder / IDX / CIFAR / digits datasets, splits, loaders
-(``datasets``), transforms, the decode cache, size probing, WordNet names and the data checks.  The
-public names of ``datasets`` are re-exported here (``from lightnets.data import load_dataset``)."""
+"""The data stage, one module per job:
 
-from .datasets import (
+- ``images``: decoding and checking one image file; ``errors``: ImageReadError, DataFormatError;
+- ``folders``: datasets of image files (ImageFolder, ImageFiles) and class / split folder discovery;
+- ``memory``: in-memory uint8 tensor datasets (TensorImageDataset, ``is_in_memory``); ``formats``: the IDX,
+  CIFAR and digits parsers that produce them;
+- ``splits``: stratified train / val splits and split files;
+- ``sources``: ``load_dataset(source)``, from a source string to a ``DatasetSplits``, and default_preprocessing;
+- ``loaders``: ``make_loader`` and the two loaders (TensorBatchLoader, FolderLoader) with one index partitioning
+  across ranks; ``batch_ops``: whole-batch augmentation and resizing;
+- ``preprocessing`` (the preprocessing dict and presets), ``transforms`` (the per-image Pillow transforms),
+  ``decode_cache``, ``probe``, ``wordnet`` and ``checks``.
+
+The public names of the dataset modules are re-exported here (``from lightnets.data import load_dataset``).
+"""
+
+from .batch_ops import (
+    pad_crop_flip,
+    resize_batch,
+)
+from .errors import (
+    DataFormatError,
+    ImageReadError,
+)
+from .folders import (
+    ImageFiles,
+    ImageFolder,
+    collate_skip_none,
+    find_classes,
+    find_splits,
+    list_image_files,
+)
+from .formats import (
     CIFAR10_CLASSES,
     DIGIT_CLASSES,
     FASHION_MNIST_CLASSES,
-    IMG_EXTENSIONS,
-    SPLIT_FORMAT,
-    DataFormatError,
-    DatasetSplits,
-    FolderLoader,
-    ImageFiles,
-    ImageFolder,
-    ImageReadError,
-    TensorBatchLoader,
-    TensorImageDataset,
-    channel_stats,
-    check_image,
-    collate_skip_none,
-    default_preprocessing,
-    epoch_batches,
-    find_classes,
     find_idx_files,
-    find_splits,
     is_cifar_folder,
-    is_image_file,
-    list_image_files,
     load_cifar,
-    load_dataset,
     load_digits_dataset,
     load_idx_pair,
-    load_image,
-    load_split,
-    make_loader,
-    make_split,
-    measure_throughput,
-    pad_crop_flip,
     read_cifar_batch,
     read_idx,
-    resize_batch,
+)
+from .images import (
+    IMG_EXTENSIONS,
+    check_image,
+    is_image_file,
+    load_image,
+)
+from .loaders import (
+    FolderLoader,
+    TensorBatchLoader,
+    epoch_batches,
+    make_loader,
+)
+from .memory import (
+    TensorImageDataset,
+    channel_stats,
+    is_in_memory,
+)
+from .sources import (
+    DatasetSplits,
+    default_preprocessing,
+    load_dataset,
+)
+from .splits import (
+    SPLIT_FORMAT,
+    load_split,
+    make_split,
     save_split,
     stratified_split,
 )
@@ -68,6 +96,7 @@ __all__ = [
     "find_splits",
     "is_cifar_folder",
     "is_image_file",
+    "is_in_memory",
     "list_image_files",
     "load_cifar",
     "load_dataset",
@@ -77,7 +106,6 @@ __all__ = [
     "load_split",
     "make_loader",
     "make_split",
-    "measure_throughput",
     "pad_crop_flip",
     "read_cifar_batch",
     "read_idx",

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..registry import create_model
 from ..util.limits import check_fits
-from .datasets import IMG_EXTENSIONS, _dir_key, check_image, find_splits, is_image_file
-from .transforms import mode_for_chans
+from .folders import _dir_key, find_splits
+from .images import IMG_EXTENSIONS, check_image, is_image_file
+from .preprocessing import mode_for_chans
 
 # =========================================================================== dataset folders
 
@@ -311,7 +312,24 @@ def check_model_config(
         raise ValueError(f"input size must be positive, got {h}x{w}")
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
-    check_fits(model, (h, w), batch_size, in_chans=int(kwargs.get("in_chans", 3)), training=True, device=device)
+    in_chans = int(kwargs.get("in_chans", 3))
+    check_fits(model, (h, w), batch_size, in_chans=in_chans, training=True, device=device)
+    smallest = _smallest_norm_map(model, name, h, w, in_chans)
+    if smallest is not None:
+        values, layer, shape = smallest
+        if batch_size * values < 2:
+            raise ValueError(
+                f"{name} cannot train on {h}x{w} images in batches of {batch_size}: BatchNorm layer {layer!r} would "
+                f"normalise a {'x'.join(map(str, shape[1:])) or '1'} map, a single value per channel; use a larger "
+                "--input-size or --batch-size, or --small-input"
+            )
+
+
+def _smallest_norm_map(
+    model: nn.Module, name: str, h: int, w: int, in_chans: int
+) -> tuple[int, str, tuple[int, ...]] | None:
+    """One eval-mode pass of an h x w image: (values per channel, layer name, input shape) of the BatchNorm layer
+    that normalises the smallest feature map, None without BatchNorm; a ValueError when the input is too small."""
     maps: list[tuple[int, str, tuple[int, ...]]] = []
     hooks = [
         module.register_forward_pre_hook(
@@ -320,7 +338,7 @@ def check_model_config(
         for n, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm)
     ]
-    x = torch.zeros(1, int(kwargs.get("in_chans", 3)), h, w)
+    x = torch.zeros(1, in_chans, h, w)
     try:
         with torch.no_grad():
             model.eval()(x)
@@ -332,11 +350,4 @@ def check_model_config(
     finally:
         for hook in hooks:
             hook.remove()
-    if maps:
-        values, layer, shape = min(maps)
-        if batch_size * values < 2:
-            raise ValueError(
-                f"{name} cannot train on {h}x{w} images in batches of {batch_size}: BatchNorm layer {layer!r} would "
-                f"normalise a {'x'.join(map(str, shape[1:])) or '1'} map, a single value per channel; use a larger "
-                "--input-size or --batch-size, or --small-input"
-            )
+    return min(maps) if maps else None

@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .transforms import Resize, check_preprocessing
+from .preprocessing import check_preprocessing
+from .transforms import Resize
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import ImageReadError, is_image_file, list_image_files, load_dataset, load_image
+from ..data import ImageReadError, is_image_file, is_in_memory, list_image_files, load_dataset, load_image
 from ..data.transforms import eval_transform, mode_for_chans
 from ..data.wordnet import display_names
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -104,7 +104,7 @@ def sample_paths(ds: Any) -> list[str] | None:
 def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:
     """A relabelled copy of a dataset whose class list differs from the checkpoint's (matched by name); the
     dataset itself is left as it is (ImageFolder's ``targets`` is derived from ``samples``)."""
-    if hasattr(ds, "images"):  # in-memory
+    if is_in_memory(ds):
         return type(ds)(ds.images, torch.tensor(mapping)[ds.labels], classes, getattr(ds, "name", ""))
     out = ds.subset(range(len(ds)))
     out.samples = [(p, mapping[t]) for p, t in ds.samples]

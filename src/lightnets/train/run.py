@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..analysis import count_macs, count_params
-from ..data import DatasetSplits, FolderLoader, default_preprocessing, load_dataset, make_loader
+from ..data import DatasetSplits, FolderLoader, default_preprocessing, is_in_memory, load_dataset, make_loader
 from ..data.checks import check_model_config
 from ..data.transforms import eval_transform
 from ..data.wordnet import display_names
@@ -366,7 +366,7 @@ def _subset_prefix(ds: Any, n: int | None) -> Any:
 def _eval_loader(ds: Any, preprocessing: dict[str, Any], batch_size: int, workers: int, device: torch.device) -> Any:
     if ds is None:
         return None
-    if hasattr(ds, "images"):  # in-memory: unshuffled, so positions are dataset indices
+    if is_in_memory(ds):  # unshuffled, so positions are dataset indices
         return make_loader(ds, batch_size=batch_size, train=False, preprocessing=preprocessing, device=device)
     return FolderLoader(with_indices(ds.with_transform(eval_transform(preprocessing))), batch_size,
                         num_workers=workers)  # fmt: skip
@@ -385,7 +385,7 @@ def _thumbnails(ds: Any, result: EvalResult, classes: list[str], limit: int = 12
         caption = item.describe(classes)
         if getattr(item, "path", None):
             thumbs.append((item.path, caption))
-        elif hasattr(ds, "images"):
+        elif is_in_memory(ds):
             arr = ds.images[item.index].permute(1, 2, 0).numpy()
             img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
             thumbs.append((img, caption))
