@@ -70,6 +70,8 @@ def test_train_help_is_the_field_comments() -> None:
     assert comments["max_train_samples"].startswith("an evenly spaced subset")
     for opt in train_options.train_options():
         expected = comments.get(opt.field)
+        if expected and opt.flag.startswith("--no-") and opt.kwargs.get("action") == "store_false":
+            expected = f"turn off: {expected}"  # a --no-x option switches off what the comment describes
         assert opt.kwargs["help"] == (expected.replace("%", "%%") if expected else None), opt.flag
 
 

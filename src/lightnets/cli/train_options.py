@@ -2,11 +2,11 @@
 
 Each dataclass field becomes one option: ``max_train_samples`` -> ``--max-train-samples``, its type, default and
 (for a ``Literal`` type) its choices from the field, its help text from the comment on the field's line in the
-class's source.  Booleans follow one rule: default False -> ``--x``; default True -> ``--no-x``; default None ->
-``--x / --no-x``.  What a field's name and type cannot say (a shorter flag, choices of a ``str`` field, a dict
-typed as repeated ``key=value``) is in ``SPELLING``, a small table that never repeats a default or a help text.
-A new field therefore needs no CLI edit, unless its type has no spelling yet: then building the parser fails
-naming the field, and a test says so first.
+class's source.  Booleans follow one rule: default False -> ``--x``; default True -> ``--no-x`` (its help says
+"turn off:" before the comment); default None -> ``--x / --no-x``.  What a field's name and type cannot say (a
+shorter flag, choices of a ``str`` field, a dict typed as repeated ``key=value``) is in ``SPELLING``, a small
+table that never repeats a default or a help text.  A new field therefore needs no CLI edit, unless its type has
+no spelling yet: then building the parser fails naming the field, and a test says so first.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def _option(f: dataclasses.Field, hint: Any, help_text: str | None) -> TrainOpti
         kw.update(action=argparse.BooleanOptionalAction, default=None)
     elif base is bool and default is True and not spell.flag:
         flag, kw = "--no-" + f.name.replace("_", "-"), {**kw, "action": "store_false", "dest": f.name}
+        kw["help"] = f"turn off: {kw['help']}" if kw["help"] else None  # the comment describes the setting on
     elif base is bool:
         kw["action"] = "store_true"
     elif typing.get_origin(base) is typing.Literal or spell.choices:
