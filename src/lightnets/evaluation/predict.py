@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from ..train.engine import evaluate
 from ..train.run import _eval_loader, _paths
 from ..util.atomic import save_image
 from .metrics import EvalResult
+
+if TYPE_CHECKING:
+    from .deployed import Comparison, FormEval
 
 
 def load_for_inference(source: str | os.PathLike | dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -58,6 +61,91 @@ def evaluate_checkpoint(
     result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=_paths(ds))
     result.split = name  # type: ignore[attr-defined]
     return result, ds, ckpt
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate_source`` evaluated (a checkpoint in PyTorch or an exported file in its runtime) and the
+    files it wrote (empty without ``out``)."""
+
+    form: FormEval
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Which model was evaluated, in words (``mobilenet_v2 from runs/x/best.pt``)."""
+        form = self.form
+        if form.format == "pytorch":
+            return f"{form.metadata['arch']} from {form.path}"
+        return f"{form.name} ({form.format}, {form.quantize or 'fp32'}) in its runtime"
+
+
+def evaluate_source(
+    source: str | os.PathLike,
+    data: str,
+    *,
+    split: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    worst_n: int = 16,
+    threads: int | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> Evaluation:
+    """Evaluate a checkpoint (file or run directory) or an exported file on a dataset source; with ``out``, also
+    write eval.json, confusion_matrix.csv / .png, per_class.csv and report.html there (``lightnets eval``).
+
+    An exported file (any suffix but a checkpoint's) runs in its own runtime with its recorded preprocessing and
+    ``threads``; a checkpoint in PyTorch, its image folders read through the decode cache unless ``cache`` is
+    off.  ``split`` as in ``evaluate_checkpoint``."""
+    from .deployed import checkpoint_form, evaluate_deployed, is_exported_file
+
+    if is_exported_file(source):
+        form = evaluate_deployed(source, data, split=split, batch_size=batch_size, workers=workers,
+                                 worst_n=worst_n, threads=threads)  # fmt: skip
+    else:
+        form = checkpoint_form(source, data, split=split, batch_size=batch_size, workers=workers, worst_n=worst_n,
+                               cache=cache, cache_dir=cache_dir)  # fmt: skip
+    evaluation = Evaluation(form)
+    if out is not None:
+        from .deployed_report import write_eval_dir
+
+        evaluation.files = write_eval_dir(out, form)
+    return evaluation
+
+
+@dataclass
+class ComparedForms:
+    """What ``compare_source`` measured (the checkpoint beside its exported files) and the files it wrote."""
+
+    comparison: Comparison
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def compare_source(
+    source: str | os.PathLike,
+    data: str,
+    exported: list[str | os.PathLike],
+    *,
+    split: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    worst_n: int = 16,
+    threads: int | None = None,
+    latency_s: float = 1.0,
+    out: str | os.PathLike | None = None,
+) -> ComparedForms:
+    """The checkpoint ``source`` (file or run directory) beside its ``exported`` files on the same images
+    (``deployed.compare_deployed``); with ``out``, also write compare.json and compare.html there
+    (``lightnets eval --compare``)."""
+    from .deployed import compare_deployed, is_exported_file
+    from .deployed_report import write_comparison
+
+    if is_exported_file(source):
+        raise ValueError(f"--compare needs the run directory or checkpoint first, got the file {source}")
+    cmp = compare_deployed(source, data, exported, split=split, batch_size=batch_size, workers=workers,
+                           worst_n=worst_n, threads=threads, latency_s=latency_s)  # fmt: skip
+    return ComparedForms(cmp, write_comparison(out, cmp) if out is not None else {})
 
 
 def eval_split(data: str, classes: list[str], in_chans: int, split: str = "auto", owner: str = "the model",
@@ -157,6 +245,24 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[tup
     return files, errors
 
 
+def _open_for_predict(source: str | os.PathLike, engine: str) -> tuple[Any, Any]:
+    """(runner or None, source for ``load_for_inference`` or a (model, checkpoint) pair) of what ``predict`` is
+    given: an exported file runs in its own runtime (whatever ``engine`` says), a checkpoint in ``engine``."""
+    from ..deploy.runtimes import format_for_path
+
+    if format_for_path(source) and Path(source).is_file():
+        from ..deploy.to_device import load_exported
+
+        runner, meta = load_exported(source)
+        return runner, (None, meta)
+    if engine != "eager":
+        from ..deploy import load_runner
+
+        runner, model, ckpt = load_runner(source, engine)
+        return runner, (model, ckpt)
+    return None, source
+
+
 @torch.no_grad()
 def predict(
     source: str | os.PathLike | tuple[nn.Module, dict[str, Any]],
@@ -165,16 +271,22 @@ def predict(
     topk: int = 5,
     batch_size: int = 32,
     runner: Any = None,
+    engine: str = "eager",
 ) -> PredictResult:
     """Top-k classes with probabilities for each image in ``inputs`` (files or directories).
 
-    ``runner`` (optional) replaces the model's forward, e.g. an onnxruntime session wrapper taking and
-    returning tensors.  Bad images are listed in ``errors`` with the reason; the others are predicted.
+    ``source``: a run directory (its best.pt), a checkpoint file, an exported file (``.onnx``, ``.pte``, ...: run
+    in its own runtime with the preprocessing it records), or a (model, checkpoint) pair.  ``engine`` runs a
+    checkpoint through one of ``lightnets.deploy``'s engines instead of eager PyTorch; ``runner`` (optional)
+    replaces the model's forward outright, e.g. an onnxruntime session wrapper taking and returning tensors.
+    Bad images are listed in ``errors`` with the reason; the others are predicted.
     """
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if runner is None and isinstance(source, (str, os.PathLike)):
+        runner, source = _open_for_predict(source, engine)
     model, ckpt = source if isinstance(source, tuple) else load_for_inference(source)
     classes = list(ckpt["classes"])
     shown = display_names(classes)
