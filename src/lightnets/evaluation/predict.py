@@ -17,9 +17,10 @@ from torch import nn
 from ..data import ImageReadError, is_image_file, is_in_memory, list_image_files, load_dataset, load_image
 from ..data.transforms import eval_transform, mode_for_chans
 from ..data.wordnet import display_names
+from ..train import eval_loader as train_eval_loader
+from ..train import run_paths
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate
-from ..train.run import _eval_loader, _paths
 from ..util.atomic import save_image
 from .metrics import EvalResult
 
@@ -57,8 +58,8 @@ def evaluate_checkpoint(
     classes = list(ckpt["classes"])
     chans = int(ckpt["preprocessing"].get("in_chans", ckpt["kwargs"].get("in_chans", 3)))
     name, ds = eval_split(data, classes, chans, split, owner="the checkpoint", cache=cache, cache_dir=cache_dir)
-    loader = _eval_loader(ds, ckpt["preprocessing"], batch_size, workers, torch.device("cpu"))
-    result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=_paths(ds))
+    loader = train_eval_loader(ds, ckpt["preprocessing"], batch_size, workers, torch.device("cpu"))
+    result = evaluate(model, loader, classes, worst_n=worst_n, paths_by_id=run_paths(ds))
     result.split = name  # type: ignore[attr-defined]
     return result, ds, ckpt
 
@@ -180,13 +181,13 @@ def eval_split(data: str, classes: list[str], in_chans: int, split: str = "auto"
 
 def eval_loader(ds: Any, preprocessing: dict[str, Any], batch_size: int = 64, workers: int = 0) -> Any:
     """Unshuffled CPU batches of ``ds`` preprocessed as ``preprocessing`` says, the same as ``evaluate_checkpoint``
-    uses: (images, targets) with positions as ids in memory, (images, targets, ids) from folders."""
-    return _eval_loader(ds, preprocessing, batch_size, workers, torch.device("cpu"))
+    uses: (images, targets, ids), ids being positions in memory and dataset indices from folders."""
+    return train_eval_loader(ds, preprocessing, batch_size, workers, torch.device("cpu"))
 
 
 def sample_paths(ds: Any) -> list[str] | None:
     """File path by sample id for a folder dataset, None for an in-memory one."""
-    return _paths(ds)
+    return run_paths(ds)
 
 
 def _remap_labels(ds: Any, mapping: list[int], classes: list[str]) -> Any:

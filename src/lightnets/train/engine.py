@@ -1,6 +1,6 @@
 """The pieces of a training loop, each small enough to read at a glance: the learning-rate schedule (a pure
 function of the step), parameter groups (no weight decay on norm and bias; a larger rate for a new head),
-freezing, one training epoch, and evaluation.
+freezing, one training step and epoch, and evaluation over batches that carry their sample ids.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -110,6 +111,35 @@ def progress_bar(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, leave=False, unit="batch")
 
 
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    step: int,
+    label_smoothing: float,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch (already on ``device``); returns (loss, logits), both detached."""
+    with autocast_context(device, amp_dtype):
+        logits = model(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -137,43 +167,24 @@ def train_one_epoch(
     start = time.perf_counter()
     for images, targets in loader:
         set_lr(optimizer, lr_at(step))
-        images = _to_device(images, device, channels_last)
         targets = targets.to(device, non_blocking=True)
-        with autocast_context(device, amp_dtype):
-            logits = model(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss, logits = _step(model, optimizer, _to_device(images, device, channels_last), targets, step=step,
+                             label_smoothing=label_smoothing, device=device, amp_dtype=amp_dtype, scaler=scaler)  # fmt: skip
         if ema is not None:
             ema.update_parameters(model)
         step += 1
         n = len(targets)
         seen += n
-        loss_sum += loss.detach().double().cpu() * n
-        correct += (logits.detach().argmax(1) == targets).sum().cpu()
+        loss_sum += loss.double().cpu() * n
+        correct += (logits.argmax(1) == targets).sum().cpu()
         if progress is not None:
-            elapsed = time.perf_counter() - start
             progress.update(1)
             progress.set_postfix(
                 loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
-                img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False,
+                img_s=f"{seen / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False,
             )  # fmt: skip
-    elapsed = time.perf_counter() - start
-    return {
-        "loss_sum": loss_sum.item(),
-        "correct": int(correct.item()),
-        "seen": seen,
-        "seconds": elapsed,
-        "step": step,
-    }
+    return {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "seen": seen,
+            "seconds": time.perf_counter() - start, "step": step}  # fmt: skip
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -194,16 +205,39 @@ def with_indices(dataset: Any) -> _Indexed:
     return _Indexed(dataset)
 
 
-def _batches_with_ids(loader: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    offset = 0
-    for batch in loader:
-        if len(batch) == 3:
-            images, targets, ids = batch
-        else:
-            images, targets = batch
-            ids = torch.arange(offset, offset + len(targets))
-        offset += len(targets)
-        yield images, targets, ids
+@dataclass
+class IdBatches:
+    """A loader whose batches say which samples they hold: it yields (images, targets, ids).
+
+    ``yields_ids`` states what ``loader`` yields: (images, targets, ids) (a ``with_indices`` dataset, whose ids
+    are dataset indices kept through skipped unreadable files), or (images, targets), whose ids are then their
+    positions in loader order (the dataset indices, for an unshuffled loader).  The loader's maker knows which;
+    nothing downstream has to guess from the length of a batch."""
+
+    loader: Iterable[Any]
+    yields_ids: bool
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        offset = 0
+        for batch in self.loader:
+            if self.yields_ids:
+                images, targets, ids = batch
+            else:
+                images, targets = batch
+                ids = torch.arange(offset, offset + len(targets))
+            offset += len(targets)
+            yield images, targets, ids
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+
+def batches_with_ids(loader: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, targets, ids) of an ``IdBatches``; any other loader yields (images, targets), ids = positions."""
+    return iter(loader if isinstance(loader, IdBatches) else IdBatches(loader, yields_ids=False))
+
+
+_batches_with_ids = batches_with_ids  # the name deploy/images.py imports (lightnets.train.engine)
 
 
 @torch.no_grad()
@@ -220,13 +254,13 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 / top-5, loss, confusion matrix, per-class metrics and the worst misclassified samples.
 
-    Sample ids are the dataset indices when the loader yields (images, targets, ids) (see ``with_indices``),
-    else positions in loader order (for unshuffled in-memory loaders these are the dataset indices too)."""
+    Sample ids come from ``loader`` when it is an ``IdBatches`` (``lightnets.train.eval_loader`` makes one), else
+    a plain loader of (images, targets) is numbered by position in loader order."""
     was_training = model.training
     model.eval()
     acc = Accumulator(len(class_names), class_names, worst_n=worst_n)
     try:
-        for images, targets, ids in _batches_with_ids(loader):
+        for images, targets, ids in batches_with_ids(loader):
             images = _to_device(images, device, channels_last)
             with autocast_context(device, amp_dtype):
                 logits = model(images)

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..evaluation.metrics import Accumulator, EvalResult
+from .engine import batches_with_ids
 
 # L2 penalty 0.5 * wd * ||W||^2 (on standardised features) added to the mean cross-entropy.  The grid spans
 # "barely regularised" to "strongly shrunk" (each fit takes milliseconds for a few thousand images and
@@ -72,16 +73,13 @@ def extract_features(
 ) -> Features:
     """One eval-mode pass of ``loader`` through ``model.forward_features`` and the pooling of its head.
 
-    Batches are (images, targets) or (images, targets, ids); without ids, positions in loader order."""
+    Sample ids as ``engine.batches_with_ids`` gives them (an ``IdBatches`` carries them; else positions)."""
     was_training = model.training
     model.eval()
-    xs, ys, ids, offset = [], [], [], 0
+    xs, ys, ids = [], [], []
     start = time.perf_counter()
     try:
-        for batch in loader:
-            images, targets = batch[0], batch[1]
-            batch_ids = batch[2] if len(batch) == 3 else torch.arange(offset, offset + len(targets))
-            offset += len(targets)
+        for images, targets, batch_ids in batches_with_ids(loader):
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
