@@ -237,7 +237,7 @@ def export(
     """
     from .. import __version__
     from ..analysis import count_params
-    from .engines import optimize
+    from .inference_form import optimize
     from .quant_fallback import layer_sensitivity, search_float_layers
 
     start = time.perf_counter()

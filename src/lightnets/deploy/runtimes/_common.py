@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..engines import fold_batchnorm, remove_dropout
+from ..inference_form import fold_batchnorm, remove_dropout
 from ..onnx_export import MissingPackageError
 
 
