@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .export_common import MissingPackageError
 from .format_engines import FORMAT_ENGINES
 from .inference_form import CHANNELS_LAST_DEFAULT, fold_batchnorm, optimize, remove_dropout
 from .onnx_engines import (
@@ -54,7 +55,6 @@ from .onnx_engines import (
     onnxruntime_naive_engine,
     openvino_engine,
 )
-from .onnx_export import MissingPackageError
 
 __all__ = [
     "CHANNELS_LAST_DEFAULT",

@@ -2,7 +2,7 @@
 
 Each builder takes (model, input shape, threads) and returns (forward, info) for ``engines.make_runner``:
 ``forward`` maps a float32 NCHW tensor to logits, ``info`` records the settings and versions.  The tuned
-engines export ``optimize``'s inference form with ``lightnets.deploy.onnx_export.onnx_model``; large batches
+engines export ``optimize``'s inference form with ``lightnets.deploy.onnx_graph.onnx_model``; large batches
 on several threads run as micro-batches on single-threaded streams (see ``MICRO_BATCH``).
 """
 
@@ -68,7 +68,7 @@ def onnxruntime_engine(
     ``threads >= 2`` large batches run as micro-batches on single-threaded sessions side by side."""
     import onnxruntime as ort
 
-    from .onnx_export import onnx_model
+    from .onnx_graph import onnx_model
 
     data = onnx_model(optimize(model, channels_last=False), input_shape).SerializeToString()
     session = ort.InferenceSession(
@@ -190,7 +190,7 @@ def openvino_engine(model: nn.Module, input_shape: tuple[int, ...], threads: int
     would otherwise use bf16 on CPUs with AVX512-BF16/AMX), streams for large batches on ``threads >= 2``."""
     import openvino as ov
 
-    from .onnx_export import onnx_model
+    from .onnx_graph import onnx_model
 
     proto = onnx_model(optimize(model, channels_last=False), input_shape)
     core = ov.Core()
