@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.layers import check_positive_int
 from .export_common import MissingPackageError
 from .format_engines import FORMAT_ENGINES
 from .inference_form import CHANNELS_LAST_DEFAULT, fold_batchnorm, optimize, remove_dropout
@@ -256,8 +257,8 @@ def make_runner(
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4 or min(shape) <= 0:
         raise ValueError(f"input_shape must be (batch, channels, height, width), got {input_shape!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None:
+        check_positive_int("threads", threads)
     start = time.perf_counter()
     if engine in FORMAT_ENGINES:
         from .format_engines import build

@@ -49,10 +49,23 @@ def check_width_mult(width_mult: float) -> float:
     return float(width_mult)
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` if it is an int (not a bool) >= ``minimum``, else a ValueError naming ``name`` and the value:
+    the one guard every family and the deploy stage use for counts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return value
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1 (channels, groups, threads, batch sizes)."""
+    return check_int(name, value, minimum=1)
+
+
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` if it is an int >= 0 (0: no classifier, the model returns pooled features)."""
+    return check_int("num_classes", num_classes, minimum=0)
 
 
 def check_dropout(dropout: float) -> float:
@@ -368,8 +381,7 @@ class ClassifierModel(nn.Module):
 
 def new_linear(in_features: int, num_classes: int) -> nn.Module:
     """Final classifier layer; ``num_classes=0`` gives an identity (feature extractor)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+    check_num_classes(num_classes)
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
