@@ -47,12 +47,15 @@ class HeadLayout:
     stay as they are.
 
     ``forward_head`` runs: ``pool`` -> flatten -> each of ``pre_logits`` (what ``pre_logits=True`` returns)
-    -> ``dropout`` (if any) -> ``classifier`` (the final layer ``reset_classifier`` replaces)."""
+    -> ``dropout`` (if any) -> ``classifier`` (the final layer ``reset_classifier`` replaces).  ``logits``, when
+    set, is a container run as one in place of dropout and classifier (MobileNetV1/V2's ``Sequential(Dropout,
+    Linear)``), so traced and exported graphs keep its scope in their node names."""
 
     classifier: str = "fc"
     dropout: str | None = "dropout"
     pre_logits: tuple[str, ...] = ()
     pool: str = "global_pool"
+    logits: str | None = None
 
 
 class ClassifierModel(nn.Module):
@@ -81,6 +84,8 @@ class ClassifierModel(nn.Module):
             x = self.get_submodule(name)(x)
         if pre_logits:
             return x
+        if head.logits is not None:
+            return self.get_submodule(head.logits)(x)
         if head.dropout is not None:
             x = self.get_submodule(head.dropout)(x)
         return self.get_submodule(head.classifier)(x)

@@ -117,7 +117,7 @@ class MobileNetV1(ClassifierModel):
     """
 
     #: torchvision's head: Sequential(Dropout, Linear)
-    head_layout = HeadLayout(classifier="classifier.1", dropout="classifier.0")
+    head_layout = HeadLayout(classifier="classifier.1", dropout=None, logits="classifier")
 
 
     small_input_policy = (

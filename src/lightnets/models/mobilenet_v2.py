@@ -140,7 +140,7 @@ class MobileNetV2(ClassifierModel):
     """
 
     #: torchvision's head: Sequential(Dropout, Linear)
-    head_layout = HeadLayout(classifier="classifier.1", dropout="classifier.0")
+    head_layout = HeadLayout(classifier="classifier.1", dropout=None, logits="classifier")
 
 
     small_input_policy = (
