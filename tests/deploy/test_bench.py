@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import lightnets
 from lightnets import cli
 from lightnets.analysis import count_macs, count_params, profile
 from lightnets.deploy import bench
@@ -138,9 +139,19 @@ def test_latency_column():
     assert all(v > 0 for v in col.values())
 
 
+def test_patterns_are_expanded_by_the_api():
+    names = bench.expand_models(["mobilenet_v3_small*", MODEL, "shufflenet_v2_x0_5"])
+    assert names[0] == MODEL and names.count(MODEL) == 1 and names[-1] == "shufflenet_v2_x0_5"
+    assert set(names[:-1]) == set(lightnets.list_models("mobilenet_v3_small*"))
+    rows = bench.benchmark("shufflenet_v2_x0_*", input_sizes=(32,), threads=(1,), **TINY)
+    assert [r.model for r in rows] == lightnets.list_models("shufflenet_v2_x0_*")
+    with pytest.raises(ValueError, match="no registered model matches"):
+        bench.benchmark(["no_such_family_*"], **TINY)
+
+
 def test_bad_arguments():
     assert "eager" in bench.available_engines()
-    assert set(bench.available_engines()) <= set(bench.known_engines())
+    assert set(bench.available_engines()) <= set(bench.ENGINES)
     with pytest.raises(ValueError, match="unknown engine"):
         bench.benchmark([MODEL], engines=("no-such-engine",), **TINY)
     with pytest.raises(ValueError, match="batch_sizes"):

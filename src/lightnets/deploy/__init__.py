@@ -1,8 +1,9 @@
-"""The deploy stage: a model's inference form and the engines that run it (``engines``: ``optimize``,
-``make_runner``, ``ENGINES``), the one-call export to an on-device file checked in its own runtime
-(``to_device``: ``export``), the on-device formats (``runtimes``), ONNX export (``onnx_export``), int8
-fallback (``quant_fallback``) and the benchmark (``bench``).  ``from lightnets import deploy`` gives the engine
-layer and ``deploy.export``."""
+"""The deploy stage: a model's inference form (``inference_form``: ``optimize``) and the engines that run it
+(``engines``: ``make_runner``, ``ENGINES``; the ONNX-graph ones in ``onnx_engines``), the one-call export to an
+on-device file checked in its own runtime (``to_device``: ``export``), the on-device formats (``runtimes``),
+ONNX export (``onnx_export``, graph in ``onnx_graph``) and safetensors (``safetensors_export``), int8 fallback
+(``quant_fallback``) and the benchmark (``bench``; ``timing``, ``bench_rows``, ``bench_plot``).
+``from lightnets import deploy`` gives the engine layer and ``deploy.export``."""
 
 from .engines import (
     CHANNELS_LAST_DEFAULT,

@@ -1,16 +1,5 @@
-"""The deploy path: a model's inference form, and the engines that run it.
-
-``optimize(model)`` returns the inference form of any registered model: a copy in eval mode with every
-BatchNorm folded into the convolution before it, dropout removed, gradients off, and channels-last memory
-where that measured faster.  Activations are left exactly as they are (ReLU6 stays a clamp, hard-swish stays
-``x * relu6(x + 3) / 6``), so its outputs equal the eager model's up to float rounding (<= 1e-5 in the tests).
-
-Folding is done with PyTorch's ``torch.nn.utils.fusion.fuse_conv_bn_eval`` on every Conv2d -> BatchNorm2d
-pair that sits next to each other in an ``nn.Sequential`` (every lightnets block is built that way:
-``ConvNormAct`` and the ShuffleNet branches).  The pairs are found by walking the modules rather than with
-``torch.fx``-based fusion because symbolic tracing fails on three of the five families (channel shuffle
-branches on the tensor's shape; MobileNetV3 slices its classifier ``nn.Sequential``).  The BatchNorm is
-replaced by ``nn.Identity`` so the containers keep their indices.
+"""The engine layer: the engines that run a model's inference form (``optimize``, in
+``lightnets.deploy.inference_form``) behind one ``Runner`` interface.
 
 ``make_runner(model, engine, input_shape=..., threads=...)`` wraps one of ``ENGINES`` in a ``Runner``: a
 callable from a float32 NCHW tensor (any batch size; channels, height and width as in ``input_shape``) to a
@@ -23,7 +12,7 @@ eager                  the model as given (a copy), eval mode, ``torch.inference
 optimized              ``optimize`` (BN folded, channels-last) traced and frozen with TorchScript
                        (``torch.jit.freeze`` folds weights into the graph; PyTorch then fuses conv +
                        activation); pure PyTorch, no extra package
-onnxruntime            ``optimize`` exported by ``lightnets.deploy.onnx_export`` (shape arithmetic folded, batch axis
+onnxruntime            (``onnx_engines``) ``optimize`` exported by ``lightnets.deploy.onnx_export`` (shape arithmetic folded, batch axis
                        symbolic), onnxruntime with every graph optimisation, sequential execution and the
                        given intra-op thread count
 onnxruntime-naive      the eager model through ``torch.onnx.export`` with a dynamic batch axis as it comes,
@@ -48,26 +37,35 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import io
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..models.layers import check_positive_int
+from .export_common import MissingPackageError
 from .format_engines import FORMAT_ENGINES
-from .onnx_export import MissingPackageError
+from .inference_form import CHANNELS_LAST_DEFAULT, fold_batchnorm, optimize, remove_dropout
+from .onnx_engines import (
+    MICRO_BATCH,
+    STREAMS_MIN_BATCH,
+    onnxruntime_engine,
+    onnxruntime_naive_engine,
+    openvino_engine,
+)
 
 __all__ = [
+    "CHANNELS_LAST_DEFAULT",
     "ENGINES",
     "EngineUnavailableError",
+    "MICRO_BATCH",
     "Runner",
+    "STREAMS_MIN_BATCH",
     "available_engines",
+    "check_engine",
     "fold_batchnorm",
     "load_runner",
     "make_runner",
@@ -87,127 +85,10 @@ _ENGINE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "openvino": (("onnx", "export"), ("openvino", "openvino")),
 }
 
-#: ``optimize(channels_last="auto")`` without an example input: channels-last on CPU.  Measured with
-#: benchmarks/deploy_latency.py-style interleaved timing at batch 1 (docs/benchmarks.md): channels-last was
-#: faster for ShuffleNetV2, MobileNetV2 and MobileNetV3 but not MobileNetV1 (dense 1x1 convolutions), so with
-#: an example input "auto" times both layouts on it and keeps the faster.
-CHANNELS_LAST_DEFAULT = True
-
-
 class EngineUnavailableError(MissingPackageError):
     """An engine whose package is not installed (the message names the package and the pip command).
 
     Also a ValueError, so the CLI reports it as a one-line, user-fixable error."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# optimize
-
-
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold, in place, every BatchNorm that directly follows a Conv2d (BatchNorm1d: a Linear) in an
-    ``nn.Sequential``; the norm becomes ``nn.Identity``.  The model must be in eval mode.  Returns the count."""
-    if model.training:
-        raise ValueError(
-            "fold_batchnorm needs a model in eval mode (the running statistics are what is folded)"
-        )
-    folded = 0
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        for i in range(len(module) - 1):
-            first, norm = module[i], module[i + 1]
-            if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.track_running_stats:
-                if isinstance(first, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(first, norm)
-                elif isinstance(first, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
-                    module[i] = fuse_linear_bn_eval(first, norm)
-                else:
-                    continue
-                module[i + 1] = nn.Identity()
-                folded += 1
-    return folded
-
-
-def remove_dropout(model: nn.Module) -> int:
-    """Replace, in place, every dropout module with ``nn.Identity`` (they are identities in eval mode anyway).
-    Returns the count."""
-    removed = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.modules.dropout._DropoutNd):
-                setattr(module, name, nn.Identity())
-                removed += 1
-    return removed
-
-
-def _faster_layout_is_channels_last(
-    model: nn.Module, x: torch.Tensor, rounds: int = 3, repeats: int = 3
-) -> bool:
-    """Time ``model`` on ``x`` in both memory formats (interleaved, medians) and say whether channels-last won."""
-    candidates = {
-        False: (model, x.contiguous()),
-        True: (
-            copy.deepcopy(model).to(memory_format=torch.channels_last),
-            x.contiguous(memory_format=torch.channels_last),
-        ),
-    }
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for module, inp in candidates.values():
-        module(inp)  # warm-up (allocations, oneDNN primitive creation)
-    for _ in range(rounds):
-        for key, (module, inp) in candidates.items():
-            for _ in range(repeats):
-                start = time.perf_counter()
-                module(inp)
-                times[key].append(time.perf_counter() - start)
-    return float(np.median(times[True])) < float(np.median(times[False]))
-
-
-@torch.no_grad()
-def optimize(
-    model: nn.Module,
-    *,
-    channels_last: bool | str = "auto",
-    example_input: torch.Tensor | None = None,
-    atol: float = 1e-4,
-) -> nn.Module:
-    """The inference form of ``model`` (a copy; ``model`` itself is not changed).
-
-    BatchNorm folded into the preceding convolutions, dropout removed, eval mode, no gradients, and
-    channels-last memory if ``channels_last`` is True, or "auto" and it is faster: "auto" times both memory
-    formats on ``example_input`` when one is given (a few calls each), else uses ``CHANNELS_LAST_DEFAULT``.
-    A channels-last model accepts either memory format.  With ``example_input`` the result is also checked
-    against the eager model on it (max abs diff <= ``atol``, else RuntimeError).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
-    if channels_last != "auto" and not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-    deployed = copy.deepcopy(model).eval()
-    fold_batchnorm(deployed)
-    remove_dropout(deployed)
-    deployed.requires_grad_(False)
-    if channels_last == "auto":
-        if example_input is not None:
-            channels_last = _faster_layout_is_channels_last(deployed, example_input)
-        else:
-            channels_last = CHANNELS_LAST_DEFAULT
-    if channels_last:
-        deployed = deployed.to(memory_format=torch.channels_last)
-    if example_input is not None:
-        was_training = model.training
-        model.eval()
-        try:
-            ref = model(example_input)
-        finally:
-            model.train(was_training)
-        diff = float((deployed(example_input) - ref).abs().max())
-        if not diff <= atol:
-            raise RuntimeError(
-                f"optimized {type(model).__name__} differs from the eager model by {diff:.3g} (> {atol:g})"
-            )
-    return deployed
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -233,7 +114,8 @@ def available_engines() -> list[str]:
     return [e for e in ENGINES if not _missing_packages(e)]
 
 
-def _check_engine(engine: str) -> None:
+def check_engine(engine: str) -> None:
+    """ValueError for an unknown engine; ``EngineUnavailableError`` for one whose packages are missing."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     missing = _missing_packages(engine)
@@ -348,173 +230,12 @@ def _optimized(model: nn.Module, input_shape: tuple[int, ...], threads: int | No
     return forward, {"memory_format": "channels_last" if channels_last else "contiguous", "graph": graph}
 
 
-def _ort_options(threads: int | None, tuned: bool) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    if tuned:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-    return options
-
-
-def _ort_forward(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    input_name = session.get_inputs()[0].name
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        (logits,) = session.run(None, {input_name: np.ascontiguousarray(x.detach().cpu().numpy())})
-        return torch.from_numpy(logits)
-
-    return forward
-
-
-#: Large batches on ``threads >= 2`` run as micro-batches of this size on ``threads`` single-threaded streams
-#: (sessions / OpenVINO streams) side by side: no per-layer synchronisation between threads, and each
-#: micro-batch's activations stay in cache.  ShuffleNetV2 x1.0 at batch 32 on 2 cores: 2.3 ms per image
-#: against 2.5 as one 2-thread batch (docs/benchmarks.md).
-MICRO_BATCH = 4
-STREAMS_MIN_BATCH = 8
-
-
-def _split_rounds(n: int, streams: int) -> list[list[slice]]:
-    """Micro-batch slices of a batch of ``n``, dealt round-robin to ``streams`` workers."""
-    chunks = [slice(i, min(i + MICRO_BATCH, n)) for i in range(0, n, MICRO_BATCH)]
-    return [chunks[w::streams] for w in range(streams)]
-
-
-def _onnxruntime(
-    model: nn.Module, input_shape: tuple[int, ...], threads: int | None
-) -> tuple[Callable, dict]:
-    import onnxruntime as ort
-
-    from .onnx_export import onnx_model
-
-    data = onnx_model(optimize(model, channels_last=False), input_shape).SerializeToString()
-    session = ort.InferenceSession(
-        data, _ort_options(threads, tuned=True), providers=["CPUExecutionProvider"]
-    )
-    latency_forward = _ort_forward(session)
-    streams = threads if threads and threads > 1 else 0
-    if not streams:
-        return latency_forward, {"onnxruntime": ort.__version__, "graph_optimization": "all"}
-    workers = [
-        ort.InferenceSession(data, _ort_options(1, tuned=True), providers=["CPUExecutionProvider"])
-        for _ in range(streams)
-    ]
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="lightnets-ort")
-    input_name = session.get_inputs()[0].name
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] < STREAMS_MIN_BATCH:
-            return latency_forward(x)
-        array = np.ascontiguousarray(x.detach().cpu().numpy())
-        out: list[np.ndarray | None] = [None] * x.shape[0]
-
-        def work(worker: Any, slices: list[slice]) -> None:
-            for sl in slices:  # onnxruntime releases the GIL while it runs
-                out[sl] = list(worker.run(None, {input_name: array[sl]})[0])
-
-        list(pool.map(work, workers, _split_rounds(x.shape[0], streams)))
-        return torch.from_numpy(np.stack(out))
-
-    return forward, {"onnxruntime": ort.__version__, "graph_optimization": "all", "streams": streams}
-
-
-def _onnxruntime_naive(
-    model: nn.Module, input_shape: tuple[int, ...], threads: int | None
-) -> tuple[Callable, dict]:
-    import onnxruntime as ort
-
-    model = copy.deepcopy(model).eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (torch.randn(*input_shape),), buf, dynamo=False, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
-    session = ort.InferenceSession(
-        buf.getvalue(), _ort_options(threads, tuned=False), providers=["CPUExecutionProvider"]
-    )
-    return _ort_forward(session), {"onnxruntime": ort.__version__, "session_options": "default"}
-
-
-_OPENVINO_MAX_COMPILED = 8  # compiled batch sizes kept per runner
-
-
-def _openvino(model: nn.Module, input_shape: tuple[int, ...], threads: int | None) -> tuple[Callable, dict]:
-    import openvino as ov
-
-    from .onnx_export import onnx_model
-
-    proto = onnx_model(optimize(model, channels_last=False), input_shape)
-    core = ov.Core()
-    ov_model = core.read_model(proto.SerializeToString(), ov.Tensor(np.empty(0, dtype=np.uint8)))
-    config: dict[str, Any] = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
-        "NUM_STREAMS": 1,
-    }
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled: dict[int, Any] = {}
-
-    def request_for(batch: int) -> Any:
-        if batch not in compiled:
-            if len(compiled) >= _OPENVINO_MAX_COMPILED:  # bounded: drop the oldest batch size
-                compiled.pop(next(iter(compiled)))
-            static = ov_model.clone()
-            static.reshape([batch, *input_shape[1:]])
-            compiled[batch] = core.compile_model(static, "CPU", config).create_infer_request()
-        return compiled[batch]
-
-    request_for(input_shape[0])
-    streams = threads if threads and threads > 1 else 0
-    queue = None
-    if streams:  # throughput path for large batches (see MICRO_BATCH)
-        micro = ov_model.clone()
-        micro.reshape([MICRO_BATCH, *input_shape[1:]])
-        throughput = {**config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
-        compiled_micro = core.compile_model(micro, "CPU", throughput)
-        out_shape = tuple(compiled_micro.output(0).shape)[1:]
-        queue = ov.AsyncInferQueue(compiled_micro, streams)
-
-    def latency_forward(x: torch.Tensor) -> torch.Tensor:
-        request = request_for(x.shape[0])
-        request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy())}, share_inputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if queue is None or n < STREAMS_MIN_BATCH:
-            return latency_forward(x)
-        full = n - n % MICRO_BATCH
-        array = np.ascontiguousarray(x[:full].detach().cpu().numpy())
-        out = np.empty((full, *out_shape), dtype=np.float32)
-
-        def done(request: Any, start: int) -> None:
-            out[start : start + MICRO_BATCH] = request.get_output_tensor(0).data
-
-        queue.set_callback(done)
-        for start in range(0, full, MICRO_BATCH):
-            queue.start_async({0: array[start : start + MICRO_BATCH]}, userdata=start)
-        queue.wait_all()
-        result = torch.from_numpy(out)
-        return torch.cat([result, latency_forward(x[full:])]) if full < n else result
-
-    info = {"openvino": ov.__version__, "precision": "f32", "hint": "LATENCY"}
-    return forward, {**info, "streams": streams} if streams else info
-
-
 _BUILDERS: dict[str, Callable[[nn.Module, tuple[int, ...], int | None], tuple[Callable, dict]]] = {
     "eager": _eager,
     "optimized": _optimized,
-    "onnxruntime": _onnxruntime,
-    "onnxruntime-naive": _onnxruntime_naive,
-    "openvino": _openvino,
+    "onnxruntime": onnxruntime_engine,
+    "onnxruntime-naive": onnxruntime_naive_engine,
+    "openvino": openvino_engine,
 }
 
 
@@ -532,12 +253,12 @@ def make_runner(
     engine's default -- PyTorch's current setting, onnxruntime's and OpenVINO's own choice).  The model
     itself is not changed.  An engine whose package is missing raises ``EngineUnavailableError``.
     """
-    _check_engine(engine)
+    check_engine(engine)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4 or min(shape) <= 0:
         raise ValueError(f"input_shape must be (batch, channels, height, width), got {input_shape!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None:
+        check_positive_int("threads", threads)
     start = time.perf_counter()
     if engine in FORMAT_ENGINES:
         from .format_engines import build

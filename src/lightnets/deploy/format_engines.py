@@ -52,7 +52,7 @@ def missing_packages(engine: str) -> list[tuple[str, str]]:
 
 def build(model: nn.Module, engine: str, input_shape: tuple[int, ...], threads: int | None) -> tuple[Callable, dict]:
     """(forward: tensor -> tensor, info) for a format engine (see the module docstring)."""
-    from .engines import optimize
+    from .inference_form import optimize
 
     fmt_name, quantize = FORMAT_ENGINES[engine]
     fmt = get_format(fmt_name)

@@ -212,6 +212,108 @@ def _images_for(src: Source, calib: str | os.PathLike | None, calib_images: int,
     return calib_set, check_set
 
 
+@dataclass
+class _Attempts:
+    """Everything one export writes its tries from: ``attempt(float_layers)`` writes the file with those layers
+    kept in float, loads it in its runtime and measures it against the eager reference logits."""
+
+    fmt: Format
+    deployed: nn.Module
+    src: Source
+    out: Path
+    base_meta: dict[str, Any]
+    quantize: str | None
+    calib_set: ImageSet | None
+    check: ImageSet
+    ref: np.ndarray
+    threads: int | None
+
+    def attempt(self, float_layers: tuple[str, ...]) -> tuple[Path, Any, dict[str, Any]]:
+        meta = {**self.base_meta, "float_layers": list(float_layers)} if self.quantize else self.base_meta
+        calib = None if self.calib_set is None else self.calib_set.images
+        request = ExportRequest(self.deployed, torch.zeros(self.src.input_shape), self.out, meta, self.quantize,
+                                calib, float_layers)  # fmt: skip
+        path = self.fmt.export(request)
+        runner = self.fmt.load(path, self.threads)
+        return path, runner, measure(runner, self.check, self.ref)
+
+
+def _check_export_args(fmt: Format, quantize: str | None, max_drop: float) -> None:
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize and not fmt.supports_int8:
+        raise ValueError(f"format {fmt.name!r} has no int8 export")
+    if not max_drop >= 0:
+        raise ValueError(f"max_drop must be >= 0 (top-1 points), got {max_drop!r}")
+
+
+def _check_fp32(report: DeployReport, result: dict[str, Any], path: Path, tries: _Attempts) -> None:
+    """fp32 parity within ``PARITY_ATOL`` relative to the largest logit, else the files are removed."""
+    report.parity_atol = PARITY_ATOL * max(1.0, result["logit_scale"])
+    if not result["max_abs_diff"] <= report.parity_atol:
+        for f in files_of(path)[0]:
+            f.unlink(missing_ok=True)
+        raise ExportCheckError(
+            f"{tries.fmt.name}: the exported file differs from the eager model by {result['max_abs_diff']:.3g} "
+            f"(> {report.parity_atol:.3g}) on {tries.check.description}; it was removed"
+        )
+
+
+def _int8_with_fallback(
+    report: DeployReport, first: tuple[Path, Any, dict[str, Any]], tries: _Attempts, max_drop: float
+) -> tuple[Path, Any, dict[str, Any]]:
+    """Full int8, or, beyond ``max_drop``, the fewest most sensitive layers kept in float that fit the budget
+    (``quant_fallback``); fills the report's fallback fields and returns the (path, runner, result) kept."""
+    from .quant_fallback import layer_sensitivity, search_float_layers
+
+    path, runner, result = first
+    report.max_drop, report.fallback = max_drop, [{"float_layers": 0, "drop_points": result["drop_points"]}]
+    if result["drop_points"] > max_drop:
+        ranked = list(layer_sensitivity(tries.deployed, tries.calib_set.images[:32]))
+        measured: dict[tuple[str, ...], tuple[Path, Any, dict[str, Any]]] = {}
+
+        def drop_with(layers: tuple[str, ...]) -> float:
+            measured[layers] = tries.attempt(layers)
+            return measured[layers][2]["drop_points"]
+
+        found = search_float_layers(ranked, drop_with, max_drop, first_drop=result["drop_points"])
+        report.fallback = found.steps
+        if found.float_layers:
+            last = list(measured)[-1]
+            path, runner, result = measured[last] if last == found.float_layers else tries.attempt(found.float_layers)
+        elif measured:  # full int8 was the best after all: write it again
+            path, runner, result = tries.attempt(())
+        report.float_layers = list(found.float_layers)
+    report.agreement = result["agreement"]
+    report.within_budget = result["drop_points"] <= max_drop
+    return path, runner, result
+
+
+def _new_report(tries: _Attempts, path: Path, result: dict[str, Any]) -> DeployReport:
+    from ..analysis import count_params
+
+    src, check = tries.src, tries.check
+    return DeployReport(
+        path=str(path), format=tries.fmt.name, quantize=tries.quantize, num_bytes=0,
+        fp32_param_bytes=4 * count_params(src.model), files=[], input_shape=list(src.input_shape),
+        checked_on=check.description, num_check_images=len(check.images), max_abs_diff=result["max_abs_diff"],
+        logit_scale=result["logit_scale"], parity_atol=None, agreement=None, accuracy=None, max_drop=None,
+        within_budget=None, threads=tries.threads,
+    )  # fmt: skip
+
+
+def _finish(report: DeployReport, path: Path, result: dict[str, Any], tries: _Attempts) -> None:
+    """Accuracy, files, sizes and the metadata read back from the file kept."""
+    check = tries.check
+    if "fp32" in result:
+        report.accuracy = {"split": check.description, "images": len(check.images), "fp32": result["fp32"],
+                           "exported": result["exported"], "drop_points": result["drop_points"]}  # fmt: skip
+    files, report.num_bytes = files_of(path)
+    report.files = [str(f) for f in files]
+    report.metadata = tries.fmt.read_metadata(path)
+    report.format_info = {k: v for k, v in report.metadata.items() if k not in tries.base_meta and k != "float_layers"}
+
+
 def export(
     source: str | os.PathLike,
     format: str = "onnx",
@@ -236,18 +338,11 @@ def export(
     The report is also written to ``<file>.report.json``.
     """
     from .. import __version__
-    from ..analysis import count_params
-    from .engines import optimize
-    from .quant_fallback import layer_sensitivity, search_float_layers
+    from .inference_form import optimize
 
     start = time.perf_counter()
     fmt = get_format(format)
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    if quantize and not fmt.supports_int8:
-        raise ValueError(f"format {format!r} has no int8 export")
-    if not max_drop >= 0:
-        raise ValueError(f"max_drop must be >= 0 (top-1 points), got {max_drop!r}")
+    _check_export_args(fmt, quantize, max_drop)
     src = resolve_source(source, weights, input_size)
     calib_set, check = _images_for(src, calib, calib_images, split)
     if quantize and calib_set is None:
@@ -255,62 +350,17 @@ def export(
     out = Path(output) if output is not None else _default_output(source, fmt, quantize)
     if out.is_dir():  # before any work: the file would go where a folder is
         raise ValueError(f"output {out} is a directory; give a file name, e.g. {out / ('model' + fmt.suffix)}")
-    deployed = optimize(src.model, channels_last=False)
-    ref = eager_logits(src.model, check.images)
     base_meta = {**src.metadata, "input_shape": list(src.input_shape), "input_layout": "NCHW", "format": fmt.name,
                  "quantize": quantize, "lightnets": __version__}  # fmt: skip
-
-    def attempt(float_layers: tuple[str, ...]) -> tuple[Path, Any, dict[str, Any]]:
-        meta = {**base_meta, "float_layers": list(float_layers)} if quantize else base_meta
-        request = ExportRequest(deployed, torch.zeros(src.input_shape), out, meta, quantize,
-                                None if calib_set is None else calib_set.images, float_layers)  # fmt: skip
-        path = fmt.export(request)
-        runner = fmt.load(path, threads)
-        return path, runner, measure(runner, check, ref)
-
-    path, runner, result = attempt(())
-    report = DeployReport(
-        path=str(path), format=fmt.name, quantize=quantize, num_bytes=0, fp32_param_bytes=4 * count_params(src.model),
-        files=[], input_shape=list(src.input_shape), checked_on=check.description, num_check_images=len(check.images),
-        max_abs_diff=result["max_abs_diff"], logit_scale=result["logit_scale"], parity_atol=None, agreement=None,
-        accuracy=None, max_drop=None, within_budget=None, threads=threads,
-    )  # fmt: skip
+    tries = _Attempts(fmt, optimize(src.model, channels_last=False), src, out, base_meta, quantize, calib_set,
+                      check, eager_logits(src.model, check.images), threads)  # fmt: skip
+    path, runner, result = first = tries.attempt(())
+    report = _new_report(tries, path, result)
     if quantize is None:
-        report.parity_atol = PARITY_ATOL * max(1.0, result["logit_scale"])
-        if not result["max_abs_diff"] <= report.parity_atol:
-            for f in files_of(path)[0]:
-                f.unlink(missing_ok=True)
-            raise ExportCheckError(
-                f"{fmt.name}: the exported file differs from the eager model by {result['max_abs_diff']:.3g} "
-                f"(> {report.parity_atol:.3g}) on {check.description}; it was removed"
-            )
+        _check_fp32(report, result, path, tries)
     else:
-        report.max_drop, report.fallback = max_drop, [{"float_layers": 0, "drop_points": result["drop_points"]}]
-        if result["drop_points"] > max_drop:
-            ranked = list(layer_sensitivity(deployed, calib_set.images[:32]))
-            measured: dict[tuple[str, ...], tuple[Path, Any, dict[str, Any]]] = {}
-
-            def drop_with(layers: tuple[str, ...]) -> float:
-                measured[layers] = attempt(layers)
-                return measured[layers][2]["drop_points"]
-
-            found = search_float_layers(ranked, drop_with, max_drop, first_drop=result["drop_points"])
-            report.fallback = found.steps
-            if found.float_layers:
-                last = list(measured)[-1]
-                path, runner, result = measured[last] if last == found.float_layers else attempt(found.float_layers)
-            elif measured:  # full int8 was the best after all: write it again
-                path, runner, result = attempt(())
-            report.float_layers = list(found.float_layers)
-        report.agreement = result["agreement"]
-        report.within_budget = result["drop_points"] <= max_drop
-    if "fp32" in result:
-        report.accuracy = {"split": check.description, "images": len(check.images), "fp32": result["fp32"],
-                           "exported": result["exported"], "drop_points": result["drop_points"]}  # fmt: skip
-    files, report.num_bytes = files_of(path)
-    report.files = [str(f) for f in files]
-    report.metadata = fmt.read_metadata(path)
-    report.format_info = {k: v for k, v in report.metadata.items() if k not in base_meta and k != "float_layers"}
+        path, runner, result = _int8_with_fallback(report, first, tries, max_drop)
+    _finish(report, path, result, tries)
     if latency_s > 0:
         report.latency_ms, report.latency_iqr_ms = _latency(runner, src.input_shape, threads, latency_s)
     report.seconds = time.perf_counter() - start

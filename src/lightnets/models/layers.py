@@ -1,8 +1,9 @@
 """The shared layer vocabulary of every lightnets model.
 
 Nothing here is specific to one family: channel rounding, conv + norm + activation, squeeze-and-excite,
-channel shuffle, and the small base class that gives every model the same fine-tuning interface
-(forward_features / forward_head / reset_classifier / num_features).
+channel shuffle.  The base class that gives every model the same fine-tuning interface (forward_features /
+forward_head / reset_classifier / num_features) and the integer guards live in ``models.base`` and are
+importable from here too.
 
 Module and attribute names are chosen so that state_dict keys match torchvision's where torchvision has the
 model (``ConvNormAct`` is an ``nn.Sequential`` of conv [0], norm [1], activation [2]; ``SqueezeExcite`` owns
@@ -18,6 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .base import (  # noqa: F401 -- the families import the whole vocabulary from here
+    ClassifierModel,
+    HeadLayout,
+    check_int,
+    check_num_classes,
+    check_positive_int,
+    init_weights,
+    new_linear,
+)
 
 # A layer factory: a class or callable returning a module.  ``None`` switches the layer off.
 LayerFactory = Callable[..., nn.Module]
@@ -47,12 +58,6 @@ def check_width_mult(width_mult: float) -> float:
     ):
         raise ValueError(f"width_mult must be a finite number > 0, got {width_mult!r}")
     return float(width_mult)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def check_dropout(dropout: float) -> float:
@@ -327,63 +332,3 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
-
-
-class ClassifierModel(nn.Module):
-    """The interface every lightnets model shares (the fine-tuning interface popularised by timm).
-
-    Subclasses build their layers, set ``num_features`` (channels entering the final classifier layer) and
-    implement ``forward_features`` (image -> last feature map), ``forward_head`` (feature map -> logits,
-    ``pre_logits=True`` stops before the final Linear) and ``get_classifier`` / ``reset_classifier``.
-    """
-
-    num_features: int
-    num_classes: int
-    #: set by each family: what ``small_input=True`` changes, for docs and the model card
-    small_input_policy: str = ""
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def get_classifier(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def classifier_name(self) -> str:
-        """Dotted name of the final classifier module (its keys are replaced when class counts differ)."""
-        head = self.get_classifier()
-        for name, module in self.named_modules():
-            if module is head:
-                return name
-        raise RuntimeError("classifier module not found among named_modules")  # pragma: no cover
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def new_linear(in_features: int, num_classes: int) -> nn.Module:
-    """Final classifier layer; ``num_classes=0`` gives an identity (feature extractor)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-    return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-
-def init_weights(model: nn.Module) -> None:
-    """Default initialisation shared by the families (as in torchvision's MobileNets): Kaiming-normal
-    fan-out for convs, ones/zeros for norms, N(0, 0.01) for linear layers."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)

@@ -38,9 +38,11 @@ from ..registry import PaperRef, register_model
 from .layers import (
     ClassifierModel,
     ConvNormAct,
+    HeadLayout,
     LayerFactory,
     batchnorm_with_eps,
     check_dropout,
+    check_num_classes,
     check_padding,
     check_positive_int,
     check_width_mult,
@@ -76,12 +78,6 @@ MOBILENET_V1_LAYERS: tuple[DepthwiseSeparableRow, ...] = (
     DepthwiseSeparableRow(stride=2, out_channels=1024),
     DepthwiseSeparableRow(stride=1, out_channels=1024),  # printed "s2" in Table 1; 7x7 in and out means s1
 )
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-    return num_classes
 
 
 class DepthwiseSeparable(nn.Module):
@@ -120,6 +116,10 @@ class MobileNetV1(ClassifierModel):
     418M / 290M / 186M MACs.
     """
 
+    #: torchvision's head: Sequential(Dropout, Linear)
+    head_layout = HeadLayout(classifier="classifier.1", dropout=None, logits="classifier")
+
+
     small_input_policy = (
         "stem conv stride 2 -> 1 and the first stride-2 depthwise layer (to 128 channels) stride 2 -> 1: "
         "total stride 8 instead of 32 (28 px -> 4x4)"
@@ -139,7 +139,7 @@ class MobileNetV1(ClassifierModel):
         bn_eps: float | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_num_classes(num_classes)
         self.padding = check_padding(padding)
         stem_padding = self.padding if stem_padding is None else check_padding(stem_padding)
         act_layer = resolve_act_layer(act_layer)
@@ -177,17 +177,6 @@ class MobileNetV1(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[1] = new_linear(self.num_features, num_classes)
-        self.num_classes = num_classes
 
 
 def _mobilenet_v1(**kwargs: Any) -> MobileNetV1:

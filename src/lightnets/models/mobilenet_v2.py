@@ -44,9 +44,11 @@ from ..registry import PaperRef, register_model
 from .layers import (
     ClassifierModel,
     ConvNormAct,
+    HeadLayout,
     LayerFactory,
     batchnorm_with_eps,
     check_dropout,
+    check_num_classes,
     check_padding,
     check_positive_int,
     check_width_mult,
@@ -81,12 +83,6 @@ MOBILENET_V2_LAYERS: tuple[InvertedResidualRow, ...] = (
     InvertedResidualRow(expansion=6, out_channels=160, repeats=3, stride=2),
     InvertedResidualRow(expansion=6, out_channels=320, repeats=1, stride=1),
 )
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-    return num_classes
 
 
 class InvertedResidual(nn.Module):
@@ -143,6 +139,10 @@ class MobileNetV2(ClassifierModel):
     released 1.4 checkpoint: 582M / 6.06M).  torchvision's ``mobilenet_v2`` has exactly 3,504,872 parameters.
     """
 
+    #: torchvision's head: Sequential(Dropout, Linear)
+    head_layout = HeadLayout(classifier="classifier.1", dropout=None, logits="classifier")
+
+
     small_input_policy = (
         "stem conv stride 2 -> 1 and the first stride-2 row (24 channels) stride 2 -> 1: "
         "total stride 8 instead of 32 (28 px -> 4x4)"
@@ -162,7 +162,7 @@ class MobileNetV2(ClassifierModel):
         bn_eps: float | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_num_classes(num_classes)
         self.padding = padding = check_padding(padding)
         stem_padding = padding if stem_padding is None else check_padding(stem_padding)
         norm_layer = batchnorm_with_eps(norm_layer, bn_eps)
@@ -202,17 +202,6 @@ class MobileNetV2(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[1] = new_linear(self.num_features, num_classes)
-        self.num_classes = num_classes
 
 
 def _mobilenet_v2(**kwargs: Any) -> MobileNetV2:

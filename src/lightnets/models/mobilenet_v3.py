@@ -9,42 +9,9 @@ Layer layout and state_dict keys are torchvision's (``features.N.block.M``, ``cl
 so torchvision's weight files load unchanged.  BatchNorm uses eps=1e-3 and momentum=0.01 (TF's decay 0.99), as
 torchvision does for this family, which its weights depend on.
 
-Width multiplier policy.  Two policies are implemented (``width_policy=``); both round every width with
-``make_divisible(c, 8)`` (to a multiple of 8, at least 8, never more than 10% below ``c``) and both give
-torchvision's exact model at ``width_mult=1.0``:
-
-========================  ==========================================  =============================================
-layer                     ``WidthPolicy.TORCHVISION`` (default)       ``WidthPolicy.PAPER`` (the authors' TF-slim)
-========================  ==========================================  =============================================
-stem conv (16)            make_divisible(16 * w)                      make_divisible(16 * w)
-block outputs             make_divisible(out * w)                     make_divisible(out * w)
-block expansion           make_divisible(exp * w)                     make_divisible(in' * exp / in), with in' the
-                                                                      block's actual (rounded) input width
-last 1x1 conv (960/576)   6 * (rounded output of the last block)      make_divisible(960 * w) / (576 * w)
-head layer (1280/1024)    make_divisible(1280 * w) / (1024 * w)       1280 / 1024 at every width (TF-slim's
-                                                                      ``finegrain_classification_mode``)
-SE squeeze width          make_divisible(expanded / 4)                make_divisible(expanded / 4)
-========================  ==========================================  =============================================
-
-The paper policy is what the authors' reference code does (tensorflow/models
-``research/slim/nets/mobilenet/mobilenet_v3.py``: expansion given as a factor of the block's input,
-``expand_input_by_factor``; ``depth_multiplier`` rounding every ``num_outputs``; the final 1280/1024 layer kept
-at full width by ``finegrain_classification_mode``) and what Keras' ``MobileNetV3`` does for ``alpha <= 1``
-(Keras also keeps the stem at 16 and scales the head for ``alpha > 1``; at 0.75 both agree).  Only the paper
-policy reproduces the released 0.75 checkpoints of Table 3 (Large 0.75: 155M MAdds / 4.0M params; Small
-0.75: 44M / 2.0M); torchvision's policy gives 140M / 3.4M and 39M / 1.7M there.  ``mobilenet_v3_*_075``
-are registered with the paper policy.
-
-A third policy, ``WidthPolicy.KERAS``, is ``keras.applications.MobileNetV3Small/Large`` (for ``lightnets
-convert``): the paper's expansion rule, but the stem kept at 16 at every alpha, the last 1x1 conv ``6 * (rounded
-output of the last block)`` and the 1280 / 1024 head kept for ``alpha <= 1``, ``make_divisible(head * alpha)``
-above.  At 0.75 and 1.0 it equals the paper policy; at e.g. 0.5 the stem (16 vs 8) differs.  Everything else in
-Keras's network is this one: SE width ``make_divisible(expanded / 4)`` with biases, hard-sigmoid
-``relu6(x + 3) / 6`` (PyTorch's ``Hardsigmoid``; Keras 3 no longer uses the 0.2x + 0.5 form), hard-swish
-``x * relu6(x + 3) / 6``, BatchNorm eps 1e-3, a biased 1x1 conv head (our ``classifier.0`` Linear).  Its
-stride-2 depthwise convs are padded by TF's SAME rule for the size the model was built for (``correct_pad``):
-``padding="same"`` here; built without a size (Keras's default for V3) they pad as SAME does for even sizes,
-at every size, while the stem stays SAME: ``padding="same_even", stem_padding="same"``.
+Width multiplier policy: ``width_policy=`` chooses how ``width_mult`` turns the tables' widths into layer
+widths -- torchvision's (the default), the authors' TF-slim rule (``paper``, registered for the 0.75 models) or
+Keras's; ``lightnets.models.mobilenet_v3_widths`` states each rule layer by layer.
 
 ``small_input=True`` (28-64 px images): the stem conv and the first stride-2 bottleneck get stride 1, so the
 total stride is 8 instead of 32.  Residual connections stay where the table puts them; channels and
@@ -53,7 +20,6 @@ state_dict keys are unchanged.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -66,16 +32,18 @@ from ..registry import PaperRef, register_model
 from .layers import (
     ClassifierModel,
     ConvNormAct,
+    HeadLayout,
     LayerFactory,
     SqueezeExcite,
     check_dropout,
+    check_num_classes,
     check_padding,
     check_positive_int,
     check_width_mult,
     init_weights,
-    make_divisible,
     new_linear,
 )
+from .mobilenet_v3_widths import BlockWidths, WidthPolicy, check_width_policy, resolve_widths, se_channels
 
 __all__ = [
     "Bneck",
@@ -167,90 +135,6 @@ SMALL = MobileNetV3Arch(
     head_channels=1024,
 )
 
-SE_REDUCTION = 4  # Section 5.1: SE bottleneck fixed to 1/4 of the expansion layer
-
-
-def se_channels(expanded: int) -> int:
-    """Squeeze width of the SE module of a block with ``expanded`` hidden channels (both policies)."""
-    return make_divisible(expanded / SE_REDUCTION, 8)
-
-
-class WidthPolicy(str, enum.Enum):
-    """How ``width_mult`` turns Table 1 / Table 2 widths into layer widths (see the module docstring)."""
-
-    TORCHVISION = "torchvision"  # torchvision / timm: every table width times w, head scaled too
-    PAPER = "paper"  # the authors' TF-slim code: expansion as a factor of the actual input, head kept
-    KERAS = "keras"  # keras.applications: the paper's expansion, stem kept at 16, head scaled above 1.0
-
-    def stem(self, arch: MobileNetV3Arch, width_mult: float) -> int:
-        if self is WidthPolicy.KERAS:
-            return arch.stem_channels
-        return make_divisible(arch.stem_channels * width_mult, 8)
-
-    def expanded(self, row: Bneck, table_in: int, actual_in: int, width_mult: float) -> int:
-        if self is not WidthPolicy.TORCHVISION:
-            return make_divisible(actual_in * row.expansion / table_in, 8)
-        return make_divisible(row.expansion * width_mult, 8)
-
-    def last_conv(self, arch: MobileNetV3Arch, last_block_out: int, width_mult: float) -> int:
-        if self is WidthPolicy.PAPER:
-            return make_divisible(arch.last_conv_channels * width_mult, 8)
-        return last_block_out * (arch.last_conv_channels // arch.blocks[-1].out_channels)
-
-    def head(self, arch: MobileNetV3Arch, width_mult: float) -> int:
-        if self is WidthPolicy.PAPER or (self is WidthPolicy.KERAS and width_mult <= 1.0):
-            return arch.head_channels
-        return make_divisible(arch.head_channels * width_mult, 8)
-
-
-class BlockWidths(NamedTuple):
-    """One bneck after the width policy and the ``minimalistic`` switch: what the layers are built from."""
-
-    in_channels: int
-    expanded: int
-    out_channels: int
-    kernel: int
-    stride: int
-    se_channels: int | None  # None: no SE module
-    activation: type[nn.Module]
-    residual: bool
-
-
-def resolve_widths(
-    arch: MobileNetV3Arch,
-    width_mult: float = 1.0,
-    width_policy: WidthPolicy = WidthPolicy.TORCHVISION,
-    minimalistic: bool = False,
-) -> tuple[int, list[BlockWidths], int, int]:
-    """(stem channels, per-block widths, last conv channels, head channels) of ``arch`` at ``width_mult``.
-
-    ``minimalistic`` drops SE, uses ReLU everywhere and 3x3 depthwise kernels, keeping the widths.
-    """
-    width_mult = check_width_mult(width_mult)
-    policy = WidthPolicy(width_policy)
-    stem = policy.stem(arch, width_mult)
-    table_in, actual_in = arch.stem_channels, stem
-    blocks: list[BlockWidths] = []
-    for row in arch.blocks:
-        expanded = policy.expanded(row, table_in, actual_in, width_mult)
-        out = make_divisible(row.out_channels * width_mult, 8)
-        use_se = row.use_se and not minimalistic
-        blocks.append(
-            BlockWidths(
-                in_channels=actual_in,
-                expanded=expanded,
-                out_channels=out,
-                kernel=3 if minimalistic else row.kernel,
-                stride=row.stride,
-                se_channels=se_channels(expanded) if use_se else None,
-                activation=nn.ReLU if minimalistic else row.activation,
-                residual=row.stride == 1 and actual_in == out,
-            )
-        )
-        table_in, actual_in = row.out_channels, out
-    return stem, blocks, policy.last_conv(arch, actual_in, width_mult), policy.head(arch, width_mult)
-
-
 class InvertedResidual(nn.Module):
     """The MobileNetV3 bneck (paper Section 5, Figure 4): 1x1 expand -> kxk depthwise -> [SE] -> 1x1 linear
     project, with an identity shortcut when stride is 1 and widths match.
@@ -294,6 +178,41 @@ class InvertedResidual(nn.Module):
         return out + x if self.use_residual else out
 
 
+class _FeatureSpec(NamedTuple):
+    """What ``MobileNetV3.features`` is built from, after the width policy."""
+
+    in_chans: int
+    stem: int
+    blocks: list[BlockWidths]
+    last_conv: int
+    outer_act: type[nn.Module]  # stem and last conv (and head): h-swish, ReLU when minimalistic
+    small_input: bool
+    padding: str
+    stem_padding: str
+
+
+def _features(spec: _FeatureSpec, norm_layer: LayerFactory) -> nn.Sequential:
+    """Stem conv, the bnecks, the last 1x1 conv (torchvision's ``features.N`` indices).  ``small_input``:
+    the stem and the first stride-2 bneck get stride 1."""
+    layers: list[nn.Module] = [
+        ConvNormAct(
+            spec.in_chans, spec.stem, 3, stride=1 if spec.small_input else 2, norm_layer=norm_layer,
+            act_layer=spec.outer_act, padding=spec.stem_padding,
+        )
+    ]  # fmt: skip
+    blocks = spec.blocks
+    first_downsample = (
+        next((i for i, b in enumerate(blocks) if b.stride == 2), None) if spec.small_input else None
+    )
+    for i, cfg in enumerate(blocks):
+        stride = 1 if i == first_downsample else None
+        layers.append(InvertedResidual(cfg, norm_layer, stride=stride, padding=spec.padding))
+    layers.append(
+        ConvNormAct(blocks[-1].out_channels, spec.last_conv, 1, norm_layer=norm_layer, act_layer=spec.outer_act)
+    )
+    return nn.Sequential(*layers)
+
+
 class MobileNetV3(ClassifierModel):
     """MobileNetV3 (Large or Small, any width), with torchvision's module layout.
 
@@ -302,6 +221,13 @@ class MobileNetV3(ClassifierModel):
     layer on the pooled vector, equivalent to the paper's 1x1 "NBN" conv.  ``num_features`` is the head width.
     """
 
+    #: torchvision's head: Sequential(Linear, activation, Dropout, Linear); pre_logits includes its dropout
+    head_layout = HeadLayout(
+        classifier="classifier.3",
+        dropout=None,
+        pre_logits=("classifier.0", "classifier.1", "classifier.2"),
+        pool="avgpool",
+    )
     small_input_policy = (
         "stem conv and first stride-2 bneck get stride 1 (total stride 8, not 32); widths/keys unchanged"
     )
@@ -326,33 +252,14 @@ class MobileNetV3(ClassifierModel):
         width_mult = check_width_mult(width_mult)
         dropout = check_dropout(dropout)
         in_chans = check_positive_int("in_chans", in_chans)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        try:
-            width_policy = WidthPolicy(width_policy)
-        except ValueError:
-            choices = [p.value for p in WidthPolicy]
-            raise ValueError(f"width_policy must be one of {choices}, got {width_policy!r}") from None
+        check_num_classes(num_classes)
+        width_policy = check_width_policy(width_policy)
         norm_layer = norm_layer or mobilenet_v3_norm
         stem, blocks, last_conv, head = resolve_widths(arch, width_mult, width_policy, minimalistic)
         outer_act = nn.ReLU if minimalistic else nn.Hardswish  # stem, last conv, head
-
-        layers: list[nn.Module] = [
-            ConvNormAct(
-                in_chans, stem, 3, stride=1 if small_input else 2, norm_layer=norm_layer, act_layer=outer_act,
-                padding=stem_padding,
-            )
-        ]
-        first_downsample = (
-            next((i for i, b in enumerate(blocks) if b.stride == 2), None) if small_input else None
+        self.features = _features(
+            _FeatureSpec(in_chans, stem, blocks, last_conv, outer_act, small_input, padding, stem_padding), norm_layer
         )
-        for i, cfg in enumerate(blocks):
-            stride = 1 if i == first_downsample else None
-            layers.append(InvertedResidual(cfg, norm_layer, stride=stride, padding=padding))
-        layers.append(
-            ConvNormAct(blocks[-1].out_channels, last_conv, 1, norm_layer=norm_layer, act_layer=outer_act)
-        )
-        self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
             nn.Linear(last_conv, head),
@@ -372,18 +279,6 @@ class MobileNetV3(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.classifier[:3](x)  # head Linear, activation, dropout
-        return x if pre_logits else self.classifier[3](x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[3]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[3] = new_linear(self.num_features, num_classes)
-        self.num_classes = num_classes
 
 
 def _mobilenet_v3(arch: MobileNetV3Arch, **kwargs: Any) -> MobileNetV3:

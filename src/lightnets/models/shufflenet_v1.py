@@ -56,6 +56,7 @@ from .layers import (
     LayerFactory,
     _make_act,
     check_dropout,
+    check_num_classes,
     check_padding,
     check_positive_int,
     check_width_mult,
@@ -222,6 +223,24 @@ class ShuffleV1Unit(nn.Module):
         return self.act(torch.cat((self.shortcut(x), residual), dim=1))
 
 
+def _check_channels(groups: int, stem_channels: int, stage_channels: Sequence[int]) -> tuple[int, ...]:
+    """``stage_channels`` as a tuple once groups, counts and divisibility (4 * groups: the bottleneck is out / 4,
+    split into ``groups``) are checked; ValueError naming the bad value otherwise."""
+    _groups_row(groups)
+    stage_channels = tuple(stage_channels)
+    if len(stage_channels) != len(V1_STAGES):
+        raise ValueError(f"stage_channels needs {len(V1_STAGES)} values (stages 2-4), got {stage_channels!r}")
+    for c in (stem_channels, *stage_channels):
+        check_positive_int("channel count", c)
+    for c in stage_channels:
+        if c % (4 * groups):
+            raise ValueError(
+                f"ShuffleNetV1 stage channels must be divisible by 4 * groups = {4 * groups} "
+                f"(bottleneck out/4 split into {groups} groups), got {c}"
+            )
+    return stage_channels
+
+
 class ShuffleNetV1(ClassifierModel):
     """ShuffleNetV1 with explicit channels (``shufflenet_v1`` derives them from groups and width_mult)."""
 
@@ -241,24 +260,10 @@ class ShuffleNetV1(ClassifierModel):
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        _groups_row(groups)
         self.padding = padding = check_padding(padding)
-        stage_channels = tuple(stage_channels)
-        if len(stage_channels) != len(V1_STAGES):
-            raise ValueError(
-                f"stage_channels needs {len(V1_STAGES)} values (stages 2-4), got {stage_channels!r}"
-            )
-        for c in (stem_channels, *stage_channels):
-            check_positive_int("channel count", c)
-        for c in stage_channels:
-            if c % (4 * groups):
-                raise ValueError(
-                    f"ShuffleNetV1 stage channels must be divisible by 4 * groups = {4 * groups} "
-                    f"(bottleneck out/4 split into {groups} groups), got {c}"
-                )
+        stage_channels = _check_channels(groups, stem_channels, stage_channels)
         check_positive_int("in_chans", in_chans)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        check_num_classes(num_classes)
         self.groups = groups
         self.stage_channels = stage_channels
         self.dropout_rate = check_dropout(dropout)
@@ -274,18 +279,8 @@ class ShuffleNetV1(ClassifierModel):
             units = []
             for i in range(stage.repeats):
                 first_groups = 1 if stage_index == 0 and i == 0 else groups  # Sec. 3.3
-                units.append(
-                    ShuffleV1Unit(
-                        in_channels,
-                        out_channels,
-                        2 if i == 0 else 1,
-                        groups,
-                        first_groups,
-                        norm_layer,
-                        act_layer,
-                        padding,
-                    )
-                )
+                units.append(ShuffleV1Unit(in_channels, out_channels, 2 if i == 0 else 1, groups, first_groups,
+                                           norm_layer, act_layer, padding))  # fmt: skip
                 in_channels = out_channels
             self.add_module(stage.name, nn.Sequential(*units))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -298,19 +293,6 @@ class ShuffleNetV1(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.conv1(x))
         return self.stage4(self.stage3(self.stage2(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        if pre_logits:
-            return x
-        return self.fc(self.dropout(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_linear(self.num_features, num_classes)
-        self.num_classes = num_classes
 
 
 def _shufflenet_v1(groups: int, width_mult: float, **kwargs) -> ShuffleNetV1:

@@ -45,6 +45,7 @@ from .layers import (
     _make_act,
     channel_shuffle,
     check_dropout,
+    check_num_classes,
     check_padding,
     check_positive_int,
     init_weights,
@@ -202,8 +203,7 @@ class ShuffleNetV2(ClassifierModel):
         check_positive_int("head_channels", head_channels)
         check_positive_int("in_chans", in_chans)
         check_positive_int("stem_channels", stem_channels)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        check_num_classes(num_classes)
         self.dropout_rate = check_dropout(dropout)
         self.small_input = bool(small_input)
         self.stage_channels = stage_channels
@@ -234,19 +234,6 @@ class ShuffleNetV2(ClassifierModel):
         x = self.maxpool(self.conv1(x))
         x = self.stage4(self.stage3(self.stage2(x)))
         return self.conv5(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        if pre_logits:
-            return x
-        return self.fc(self.dropout(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_linear(self.num_features, num_classes)
-        self.num_classes = num_classes
 
 
 def _width_row(width_mult: float) -> V2Width:

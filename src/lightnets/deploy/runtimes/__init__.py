@@ -111,7 +111,7 @@ def get_format(name: str) -> Format:
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith(f"{__name__}."):  # the format module itself is not in this install
                 raise ValueError(f"format {name!r} is not available in this lightnets install") from None
-            from ..onnx_export import (
+            from ..export_common import (
                 MissingPackageError,  # an ImportError and a ValueError: one line in the CLI
             )
 

@@ -4,25 +4,15 @@ export-ready model copy and a batch-1 loop for fixed-shape runtimes (sidecar hel
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ..engines import fold_batchnorm, remove_dropout
-from ..onnx_export import MissingPackageError
+from ..export_common import require
+from ..inference_form import fold_batchnorm, remove_dropout
 
-
-def require(module: str, extra: str, pip_name: str | None = None) -> Any:
-    """Import an optional package or raise one clear line naming the pip package and the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingPackageError(
-            f"this needs the '{pip_name or module}' package: pip install 'lightnets[{extra}]'"
-        ) from None
+__all__ = ["batch1_loop", "export_ready", "require"]
 
 
 def export_ready(model: nn.Module) -> nn.Module:

@@ -104,10 +104,6 @@ def load(path: Path, threads: int | None = None) -> Runner:
     return batch1_loop(run_one)
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    return read_sidecar(path)
-
-
 FORMAT = register_format(
     Format(
         name="ncnn",
@@ -115,7 +111,7 @@ FORMAT = register_format(
         extra=EXTRA,
         export=export,
         load=load,
-        read_metadata=read_metadata,
+        read_metadata=read_sidecar,  # the metadata is the sidecar JSON
         companions=(".bin",),
         supports_int8=False,
         packages=("ncnn", "pnnx"),

@@ -91,7 +91,8 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
 
 def export(request: ExportRequest) -> Path:
     """Write the fp32 or int8 ONNX file with the metadata in ``metadata_props`` and a sidecar."""
-    from ..onnx_export import _metadata_strings, onnx_model
+    from ..export_common import metadata_strings
+    from ..onnx_graph import onnx_model
 
     if request.quantize not in (None, "int8"):
         raise ValueError(f"onnx: quantize must be None or 'int8', got {request.quantize!r}")
@@ -99,7 +100,7 @@ def export(request: ExportRequest) -> Path:
     if request.quantize == "int8":
         proto = _quantize(proto, request)
     del proto.metadata_props[:]
-    for key, value in _metadata_strings(request.metadata).items():
+    for key, value in metadata_strings(request.metadata).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "lightnets"
@@ -128,7 +129,7 @@ def load(path: Path, threads: int | None = None) -> Any:
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    from ..onnx_export import read_metadata as _read
+    from ..export_common import read_metadata as _read
 
     return _read(path)
 

@@ -143,10 +143,6 @@ def load(path: Path, threads: int | None = None) -> Runner:
     return batch1_loop(run_one)
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    return read_sidecar(path)
-
-
 FORMAT = register_format(
     Format(
         name="tflite",
@@ -154,7 +150,7 @@ FORMAT = register_format(
         extra=EXTRA,
         export=export,
         load=load,
-        read_metadata=read_metadata,
+        read_metadata=read_sidecar,  # the metadata is the sidecar JSON
         packages=("litert_torch", "ai_edge_litert"),
     )
 )
