@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..models.layers import check_positive_int
+from ..util.device import resolve_device as _resolve_device
 from .bench_plot import new_figure, plot_rows, save_png, spearman
 from .bench_rows import ROW_FIELDS, BenchRow, format_rows, rows_to_csv, rows_to_json
 from .engines import ENGINES, available_engines, check_engine, make_runner, torch_threads
@@ -78,16 +79,8 @@ InputSize = int | tuple[int, int]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``cpu`` or ``cuda[:N]``; CUDA only when asked for and available (ValueError otherwise)."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {device!r}")
-    return dev
+    """``cpu`` or ``cuda[:N]`` (no ``auto``: a benchmark row names the device it measured)."""
+    return _resolve_device(device, allow_auto=False, kinds=("cpu", "cuda"))
 
 
 def environment(device: str | torch.device = "cpu") -> dict[str, Any]:

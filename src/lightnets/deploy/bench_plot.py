@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..util.figures import new_figure, save_png
 from .bench_rows import BenchRow
 
 __all__ = ["new_figure", "plot_rows", "save_png", "spearman"]
@@ -38,27 +37,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def new_figure(width: float, height: float, dpi: int = 100) -> Any:
-    """A matplotlib figure on the Agg canvas (no pyplot, no global backend change)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("plotting needs matplotlib: pip install 'lightnets[train]'") from None
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Any, path: str | os.PathLike) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font")
-        fig.savefig(out, format="png", metadata={"Software": None})
-    return out
 
 
 def _series_key(r: BenchRow) -> str:

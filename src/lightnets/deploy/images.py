@@ -32,11 +32,11 @@ class ImageSet:
 
 
 def _dataset_images(ds: Any, prep: dict[str, Any], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..train.engine import _batches_with_ids
-    from ..train.run import _eval_loader
+    from ..train import eval_loader
+    from ..train.engine import batches_with_ids
 
     images, labels = [], []
-    for x, y, _ in _batches_with_ids(_eval_loader(ds.subset(indices), prep, 64, 0, torch.device("cpu"))):
+    for x, y, _ in batches_with_ids(eval_loader(ds.subset(indices), prep, 64, 0, torch.device("cpu"))):
         images.append(x.float())
         labels.append(y)
     if not images:

@@ -163,14 +163,12 @@ def _run(forward: Any, ds: Any, prep: dict[str, Any], classes: list[str], batch_
          worst_n: int) -> tuple[EvalResult, np.ndarray, np.ndarray]:  # fmt: skip
     """(result, sample ids, logits) of ``forward`` over ``ds``: the loader of ``evaluate_checkpoint`` and the
     ``Accumulator`` of ``engine.evaluate``, keeping the logits to compare forms sample by sample."""
+    from ..train.engine import batches_with_ids
     from .predict import eval_loader, sample_paths
 
     acc = Accumulator(len(classes), classes, worst_n=worst_n)
-    all_ids, all_logits, offset = [], [], 0
-    for batch in eval_loader(ds, prep, batch_size, workers):
-        images, targets = batch[0], batch[1]
-        ids = batch[2] if len(batch) == 3 else torch.arange(offset, offset + len(targets))
-        offset += len(targets)
+    all_ids, all_logits = [], []
+    for images, targets, ids in batches_with_ids(eval_loader(ds, prep, batch_size, workers)):
         logits = torch.as_tensor(forward(images)).float()
         acc.update(logits, targets, ids=ids)
         all_ids.append(np.asarray(ids, dtype=np.int64))

@@ -237,9 +237,6 @@ def batches_with_ids(loader: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torc
     return iter(loader if isinstance(loader, IdBatches) else IdBatches(loader, yields_ids=False))
 
 
-_batches_with_ids = batches_with_ids  # the name deploy/images.py imports (lightnets.train.engine)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

@@ -43,7 +43,6 @@ from .state import RunContext, seed_everything
 
 log = logging.getLogger(__name__)
 
-_eval_loader = eval_loader  # the name deploy/images.py imports (lightnets.train.run); use lightnets.train.eval_loader
 
 __all__ = ["MAX_LR", "RESUME_FREE", "RunDirError", "RunLock", "RunResult", "TrainConfig", "eval_loader",
            "resume_overrides", "run_paths", "seed_everything", "train"]  # fmt: skip
