@@ -72,6 +72,7 @@ def test_every_format_scores_like_the_checkpoint(run_and_files: tuple[Path, str,
     cmp = compare_deployed(run, data, files, latency_s=0.2, threads=1)
     ref = cmp.forms[0]
     tol = 1e-4 * max(1.0, cmp.logit_scale)
+    fp32_bytes = {f.format: f.num_bytes for f in cmp.forms[1:] if f.quantize is None}
     for form in cmp.forms[1:]:
         changed = np.flatnonzero(ref.preds != form.preds)
         assert [f.index for f in cmp.flips[form.name]] == ref.ids[changed].tolist(), form.name
@@ -79,7 +80,10 @@ def test_every_format_scores_like_the_checkpoint(run_and_files: tuple[Path, str,
             assert cmp.flips[form.name] == [] and cmp.max_abs_diff[form.name] <= tol, (form.name, cmp.max_abs_diff)
             assert np.array_equal(form.result.confusion, ref.result.confusion)
         else:
-            assert form.num_bytes < 0.5 * ref.num_bytes and cmp.max_abs_diff[form.name] > 0
+            # int8 weights: smaller than the same format's fp32 file.  Not "< half the checkpoint": this model has
+            # 0.37M parameters, and OpenVINO's int8 graph alone (text XML with its FakeQuantize nodes) is 0.48 MB
+            assert form.num_bytes < 0.6 * fp32_bytes[form.format], (form.name, form.num_bytes, fp32_bytes)
+            assert cmp.max_abs_diff[form.name] > 0
         assert form.latency_ms > 0
     out = tmp_path / "cmp"
     argv = ["eval", str(run), data, "--compare", *map(str, files), "--out", str(out), "--latency-time", "0.1"]
