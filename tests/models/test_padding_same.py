@@ -202,3 +202,30 @@ def test_pools_match_keras_same_padding(size: tuple[int, int]) -> None:
         ref = np.asarray(keras.ops.convert_to_numpy(layer(3, strides=2, padding="same")(x)))
         got = make_pool2d(kind, 3, 2, "same")(xt).permute(0, 2, 3, 1).numpy()
         assert np.abs(got - ref).max() <= 1e-5, kind
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_x0_25", "shufflenet_v2_x0_5"])
+def test_onnx_graph_of_same_padding_has_constant_pads_and_no_pad_node(name: str) -> None:
+    """The exported graph writes TF's pads into each Conv / MaxPool (ONNX allows asymmetric pads), so it has
+    the symmetric model's ops exactly: no Pad node and no shape arithmetic for a runtime to trip on; it still
+    gives the eager model's logits, which keeps its input-size-dependent pads."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from collections import Counter
+
+    from lightnets.deploy.onnx_graph import onnx_model
+
+    torch.manual_seed(0)
+    same = create_model(name, padding="same", num_classes=5).eval()
+    sym = create_model(name, num_classes=5).eval()
+    graph = onnx_model(same, (1, 3, 64, 64))
+    ops = Counter(n.op_type for n in graph.graph.node)
+    assert "Pad" not in ops and "Shape" not in ops
+    assert ops == Counter(n.op_type for n in onnx_model(sym, (1, 3, 64, 64)).graph.node)
+    assert all(m.fixed_pads is None for m in same.modules() if isinstance(m, Conv2dSame | Pool2dSame))  # a copy
+    x = torch.randn(2, 3, 64, 64)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(out), same(x), atol=1e-4)
+    onnx.checker.check_model(graph)

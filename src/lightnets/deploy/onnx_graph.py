@@ -3,6 +3,7 @@ constants and makes the batch axis symbolic (see ``lightnets.deploy.onnx_export`
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.layers import Conv2dSame, Pool2dSame, fix_same_padding
 from .export_common import require
 
 __all__ = ["BATCH_DIM", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "TORCHSCRIPT_OPSETS", "onnx_model"]
@@ -159,6 +161,9 @@ def onnx_model(
     input_shape = _check_input_shape(input_shape)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     example = _seeded_input(input_shape)
+    if any(isinstance(m, (Conv2dSame, Pool2dSame)) for m in model.modules()):  # constant pads (fix_same_padding)
+        model = copy.deepcopy(model).eval()
+        fix_same_padding(model, (1, *input_shape[1:]))
     was_training = model.training
     model.eval()
     try:

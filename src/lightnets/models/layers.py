@@ -109,6 +109,44 @@ def _pads_for(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     return left, right, top, bottom
 
 
+class _OnnxSameConv(torch.autograd.Function):
+    """A SAME-padded convolution that the TorchScript ONNX exporter writes as one ``Conv`` whose ``pads``
+    attribute holds the asymmetric pads (ONNX Conv allows them; PyTorch's conv2d does not).  Hand-written
+    because ``F.pad`` exports as a ``Pad`` whose pads are computed through Shape / Gather / Concat ops, which
+    onnxruntime neither folds nor fuses into the Conv."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any,
+                pads: tuple[int, int, int, int], dilation: Any, groups: int) -> torch.Tensor:  # fmt: skip
+        return F.conv2d(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, weight: Any, bias: Any, stride: Any, pads: tuple[int, int, int, int],
+                 dilation: Any, groups: int) -> Any:  # fmt: skip
+        left, right, top, bottom = pads
+        inputs = (x, weight) if bias is None or bias.node().mustBeNone() else (x, weight, bias)
+        return g.op("Conv", *inputs, pads_i=[top, left, bottom, right], strides_i=list(stride),
+                    dilations_i=list(dilation), group_i=groups)  # fmt: skip
+
+
+class _OnnxSamePool(torch.autograd.Function):
+    """SAME-padded max / average pooling written as one ONNX ``MaxPool`` / ``AveragePool`` with asymmetric
+    ``pads`` (max ignores the padding, average divides by the real pixels: ``count_include_pad=0``, TF's
+    rule), for the same reason as ``_OnnxSameConv``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        return module.eager(x)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, module: nn.Module) -> Any:
+        left, right, top, bottom = module.fixed_pads
+        op = "MaxPool" if module.kind == "max" else "AveragePool"
+        extra = {} if module.kind == "max" else {"count_include_pad_i": 0}
+        return g.op(op, x, kernel_shape_i=[module.kernel_size] * 2, strides_i=[module.stride] * 2,
+                    pads_i=[top, left, bottom, right], **extra)  # fmt: skip
+
+
 class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` padded by TF's SAME rule for the size of each input (same parameters and state_dict keys).
 
@@ -120,11 +158,21 @@ class Conv2dSame(nn.Conv2d):
         kwargs["padding"] = 0
         super().__init__(*args, **kwargs)
         self.even = even
+        self.fixed_pads: tuple[int, int, int, int] | None = None  # set by fix_same_padding for one input size
+
+    def pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) for ``x``: the fixed ones when set, else computed from its size."""
+        if self.fixed_pads is not None:
+            return self.fixed_pads
+        return _pads_for(x, self.kernel_size, self.stride, self.dilation, self.even)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left, right, top, bottom = _pads_for(x, self.kernel_size, self.stride, self.dilation, self.even)
+        left, right, top, bottom = self.pads(x)
         if left == right and top == bottom:
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        if self.fixed_pads is not None and torch.onnx.is_in_onnx_export():  # one ONNX Conv, asymmetric pads
+            return _OnnxSameConv.apply(x, self.weight, self.bias, self.stride, self.fixed_pads, self.dilation,
+                                       self.groups)  # fmt: skip
         x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
@@ -160,10 +208,22 @@ class Pool2dSame(nn.Module):
         if kind not in ("max", "avg"):
             raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
         self.kind, self.kernel_size, self.stride, self.even = kind, kernel_size, stride, even
+        self.fixed_pads: tuple[int, int, int, int] | None = None  # set by fix_same_padding for one input size
+
+    def pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) for ``x``: the fixed ones when set, else computed from its size."""
+        if self.fixed_pads is not None:
+            return self.fixed_pads
+        return _pads_for(x, (self.kernel_size,) * 2, (self.stride,) * 2, (1, 1), self.even)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_pads is not None and torch.onnx.is_in_onnx_export():  # one ONNX pool, asymmetric pads
+            return _OnnxSamePool.apply(x, self)
+        return self.eager(x)
+
+    def eager(self, x: torch.Tensor) -> torch.Tensor:
         k, s = (self.kernel_size,) * 2, (self.stride,) * 2
-        left, right, top, bottom = _pads_for(x, k, s, (1, 1), self.even)
+        left, right, top, bottom = self.pads(x)
         if left == right and top == bottom:  # symmetric: the pool pads by itself
             if self.kind == "max":
                 return F.max_pool2d(x, k, s, (top, left))
@@ -179,6 +239,34 @@ class Pool2dSame(nn.Module):
     def extra_repr(self) -> str:
         mode = "same_even" if self.even else "same"
         return f"{self.kind}, kernel_size={self.kernel_size}, stride={self.stride}, padding={mode}"
+
+
+def fix_same_padding(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """In place: every ``Conv2dSame`` / ``Pool2dSame`` of ``model`` pads by the constants its input needs at
+    ``input_shape`` (one forward pass records them), and the model then serves that input size only.  Why: a
+    TorchScript trace records the pads computed from ``x.shape`` as shape arithmetic, so the ONNX graph holds
+    a computed ``Pad`` that onnxruntime cannot fold into the Conv (measured 1.24-1.43x slower than symmetric
+    padding, ``benchmarks/padding_same.py``); constant pads fold.  Returns how many layers were fixed."""
+    layers = [m for m in model.modules() if isinstance(m, (Conv2dSame, Pool2dSame))]
+    if not layers:
+        return 0
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        module.fixed_pads = module.pads(args[0])
+
+    for m in layers:
+        m.fixed_pads = None
+    handles = [m.register_forward_pre_hook(record) for m in layers]
+    try:
+        param = next(model.parameters(), None)
+        x = torch.zeros(input_shape, dtype=torch.float32 if param is None else param.dtype,
+                        device=None if param is None else param.device)  # fmt: skip
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return len(layers)
 
 
 def make_pool2d(kind: str, kernel_size: int, stride: int, padding: str = "symmetric") -> nn.Module:
