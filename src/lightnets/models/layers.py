@@ -29,6 +29,7 @@ from .base import (  # noqa: F401 -- the families import the whole vocabulary fr
     init_weights,
     new_linear,
 )
+from .onnx_same import OnnxSameConv, OnnxSamePool
 
 # A layer factory: a class or callable returning a module.  ``None`` switches the layer off.
 LayerFactory = Callable[..., nn.Module]
@@ -109,44 +110,6 @@ def _pads_for(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     return left, right, top, bottom
 
 
-class _OnnxSameConv(torch.autograd.Function):
-    """A SAME-padded convolution that the TorchScript ONNX exporter writes as one ``Conv`` whose ``pads``
-    attribute holds the asymmetric pads (ONNX Conv allows them; PyTorch's conv2d does not).  Hand-written
-    because ``F.pad`` exports as a ``Pad`` whose pads are computed through Shape / Gather / Concat ops, which
-    onnxruntime neither folds nor fuses into the Conv."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any,
-                pads: tuple[int, int, int, int], dilation: Any, groups: int) -> torch.Tensor:  # fmt: skip
-        return F.conv2d(F.pad(x, pads), weight, bias, stride, 0, dilation, groups)
-
-    @staticmethod
-    def symbolic(g: Any, x: Any, weight: Any, bias: Any, stride: Any, pads: tuple[int, int, int, int],
-                 dilation: Any, groups: int) -> Any:  # fmt: skip
-        left, right, top, bottom = pads
-        inputs = (x, weight) if bias is None or bias.node().mustBeNone() else (x, weight, bias)
-        return g.op("Conv", *inputs, pads_i=[top, left, bottom, right], strides_i=list(stride),
-                    dilations_i=list(dilation), group_i=groups)  # fmt: skip
-
-
-class _OnnxSamePool(torch.autograd.Function):
-    """SAME-padded max / average pooling written as one ONNX ``MaxPool`` / ``AveragePool`` with asymmetric
-    ``pads`` (max ignores the padding, average divides by the real pixels: ``count_include_pad=0``, TF's
-    rule), for the same reason as ``_OnnxSameConv``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        return module.eager(x)
-
-    @staticmethod
-    def symbolic(g: Any, x: Any, module: nn.Module) -> Any:
-        left, right, top, bottom = module.fixed_pads
-        op = "MaxPool" if module.kind == "max" else "AveragePool"
-        extra = {} if module.kind == "max" else {"count_include_pad_i": 0}
-        return g.op(op, x, kernel_shape_i=[module.kernel_size] * 2, strides_i=[module.stride] * 2,
-                    pads_i=[top, left, bottom, right], **extra)  # fmt: skip
-
-
 class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` padded by TF's SAME rule for the size of each input (same parameters and state_dict keys).
 
@@ -171,7 +134,7 @@ class Conv2dSame(nn.Conv2d):
         if left == right and top == bottom:
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         if self.fixed_pads is not None and torch.onnx.is_in_onnx_export():  # one ONNX Conv, asymmetric pads
-            return _OnnxSameConv.apply(x, self.weight, self.bias, self.stride, self.fixed_pads, self.dilation,
+            return OnnxSameConv.apply(x, self.weight, self.bias, self.stride, self.fixed_pads, self.dilation,
                                        self.groups)  # fmt: skip
         x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -218,7 +181,7 @@ class Pool2dSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed_pads is not None and torch.onnx.is_in_onnx_export():  # one ONNX pool, asymmetric pads
-            return _OnnxSamePool.apply(x, self)
+            return OnnxSamePool.apply(x, self)
         return self.eager(x)
 
     def eager(self, x: torch.Tensor) -> torch.Tensor:
