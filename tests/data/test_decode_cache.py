@@ -286,3 +286,25 @@ def test_stale_temporary_files_of_killed_builders_are_removed(folder, tmp_path) 
     path.unlink()
     _cached(folder, tmp_path / "c")
     assert not old.exists() and young.exists()
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_loader_ships_uint8_and_normalises_per_batch_to_the_per_image_values(folder, tmp_path, train) -> None:
+    """make_loader's workers send uint8 pixels and the loader scales / normalises each batch: the batches
+    equal, bit for bit, the per-image float transform's tensors for the same images (same augmentation draw)."""
+    from lightnets.data.tensor_steps import BatchNormalize
+
+    ds = ImageFolder(folder, cache=dc.DecodeCache(str(tmp_path / "cache")))
+    ds.scan()
+    loader = make_loader(ds, batch_size=4, train=train, preprocessing=PREP, num_workers=0, seed=3)
+    assert loader.batch_transform is not None and loader.dataset.transform.steps[-1].__class__.__name__ == "ToUint8Tensor"
+    torch.manual_seed(7)
+    batches = [b[0] for b in loader]
+    assert all(b.dtype == torch.float32 for b in batches)
+    per_image = ds.with_transform(train_transform(PREP) if train else eval_transform(PREP))
+    torch.manual_seed(7)
+    order = [i for plan in loader._plans() for i in plan.indices.tolist()]
+    expected = torch.stack([per_image[i][0] for i in order])
+    assert torch.equal(torch.cat(batches), expected)
+    with pytest.raises(TypeError, match="uint8"):
+        BatchNormalize(PREP)(expected)

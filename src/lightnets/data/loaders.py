@@ -5,7 +5,7 @@ see ``epoch_batches``), ``TensorBatchLoader`` for in-memory data (augmented as w
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from .batch_ops import pad_crop_flip, resize_batch
 from .folders import ImageFiles, ImageFolder, collate_skip_none
 from .memory import TensorImageDataset, is_in_memory
 from .preprocessing import check_preprocessing, make_preprocessing
+from .tensor_steps import BatchNormalize
 from .transforms import default_padding, eval_transform, train_transform
 
 
@@ -225,7 +226,8 @@ class FolderLoader(_EpochPartition):
 
     A fresh DataLoader is made each epoch; its workers are seeded from (seed, epoch, rank), so per-image
     augmentation is reproducible for a given number of workers.  With num_workers=0 the transforms draw from
-    torch's global RNG (seed it with torch.manual_seed).
+    torch's global RNG (seed it with torch.manual_seed).  ``batch_transform`` is applied to each collated
+    batch's images in this process (``BatchNormalize`` after a ``uint8`` transform: workers ship uint8).
     """
 
     def __init__(
@@ -240,10 +242,12 @@ class FolderLoader(_EpochPartition):
         world_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(len(dataset), batch_size, shuffle, seed, drop_last, rank, world_size)
         self.dataset = dataset
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.batch_transform = batch_transform
 
     def __iter__(self) -> Iterator[Any]:
         loader = DataLoader(
@@ -255,8 +259,11 @@ class FolderLoader(_EpochPartition):
             generator=torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, self.rank, 2)),
         )
         for batch in loader:
-            if batch is not None:
-                yield batch
+            if batch is None:
+                continue
+            if self.batch_transform is not None:
+                batch = [self.batch_transform(batch[0]), *batch[1:]]
+            yield batch
 
 
 def make_loader(
@@ -279,7 +286,8 @@ def make_loader(
 
     In-memory datasets get a TensorBatchLoader (``device`` moves uint8 batches before augmentation); file
     datasets a FolderLoader with ``train_transform(preprocessing)`` (RandomResizedCrop area range
-    ``crop_scale`` when given) or ``eval_transform(preprocessing)``.
+    ``crop_scale`` when given) or ``eval_transform(preprocessing)``, whose workers ship uint8 pixels that the
+    loader normalises per batch (``BatchNormalize``: the same values, a quarter of the bytes between processes).
     Both yield (images, labels) -- (images, indices) for ImageFiles -- and have set_epoch and len().
     """
     augment = train if augment is None else augment
@@ -289,13 +297,15 @@ def make_loader(
             dataset.images, dataset.labels, batch_size, shuffle=train, seed=seed, augment=augment,
             preprocessing=preprocessing, drop_last=drop_last, rank=rank, world_size=world_size, device=device,
         )  # fmt: skip
+    batch_transform = None
     if isinstance(dataset, (ImageFolder, ImageFiles)):
         dataset = dataset.with_transform(
-            train_transform(preprocessing, **({} if crop_scale is None else {"scale": crop_scale}))
+            train_transform(preprocessing, uint8=True, **({} if crop_scale is None else {"scale": crop_scale}))
             if augment
-            else eval_transform(preprocessing)
+            else eval_transform(preprocessing, uint8=True)
         )
+        batch_transform = BatchNormalize(preprocessing)
     return FolderLoader(
         dataset, batch_size, shuffle=train, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
-        num_workers=num_workers, pin_memory=pin_memory,
+        num_workers=num_workers, pin_memory=pin_memory, batch_transform=batch_transform,
     )  # fmt: skip

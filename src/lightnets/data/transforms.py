@@ -32,17 +32,20 @@ from .preprocessing import (
     make_preprocessing,
     mode_for_chans,
 )
+from .tensor_steps import BatchNormalize, Normalize, ToTensor, ToUint8Tensor
 
 __all__ = [
     "CenterCrop",
     "Compose",
     "ConvertMode",
+    "BatchNormalize",
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
     "ToTensor",
+    "ToUint8Tensor",
     "convert_image_mode",
     "default_padding",
     "eval_transform",
@@ -304,38 +307,6 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
-class ToTensor:
-    """PIL image (H, W[, C]) uint8 -> float tensor (C, H, W) divided by ``value_scale`` (255: values in [0, 1])."""
-
-    def __init__(self, value_scale: float = 255.0) -> None:
-        self.value_scale = float(value_scale)
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        arr = np.array(img, dtype=np.uint8, copy=True)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        # contiguous before the float conversion: half the time of ToTensor + Normalize on a permuted view
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(self.value_scale)
-
-    def __repr__(self) -> str:
-        return f"ToTensor(value_scale={self.value_scale})"
-
-
-class Normalize:
-    """(x - mean) / std per channel, on a (C, H, W) or (N, C, H, W) float tensor."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
-        return (x - mean) / std
-
-    def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
-
-
 # --------------------------------------------------------------------------- presets
 
 
@@ -344,16 +315,20 @@ def default_padding(size: int) -> int:
     return max(1, int(round(size / 8)))
 
 
-def eval_transform(preprocessing: Mapping[str, Any]) -> Compose:
-    """PIL image -> normalised float tensor (C, H, W), exactly as described by ``preprocessing``."""
+def _to_tensor_steps(p: Mapping[str, Any], uint8: bool) -> list[Callable[[Any], Any]]:
+    return [ToUint8Tensor()] if uint8 else [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
+
+
+def eval_transform(preprocessing: Mapping[str, Any], *, uint8: bool = False) -> Compose:
+    """PIL image -> normalised float tensor (C, H, W), exactly as described by ``preprocessing``; with
+    ``uint8`` the uint8 (C, H, W) pixels instead, for ``BatchNormalize`` to finish per batch."""
     p = check_preprocessing(preprocessing)
     steps: list[Callable[[Any], Any]] = [ConvertMode(p["mode"])]
     if p["resize"] == "shorter":
         steps += [Resize(p["resize_size"], p["interpolation"]), CenterCrop(p["input_size"])]
     else:
         steps.append(Resize(p["input_size"], p["interpolation"]))
-    steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps, p)
+    return Compose(steps + _to_tensor_steps(p, uint8), p)
 
 
 def train_transform(
@@ -364,8 +339,10 @@ def train_transform(
     hflip: float = 0.5,
     padding: int | None = None,
     generator: torch.Generator | None = None,
+    uint8: bool = False,
 ) -> Compose:
-    """Training augmentation matching ``preprocessing``'s preset, ending in the same ToTensor/Normalize.
+    """Training augmentation matching ``preprocessing``'s preset, ending in the same ToTensor/Normalize (or,
+    with ``uint8``, in ToUint8Tensor, as ``eval_transform``).
 
     imagenet: RandomResizedCrop(input_size, scale, ratio) + horizontal flip.
     small: resize to input_size (if needed) + pad ``padding`` (default input/8, 4 at 32 px) and random crop
@@ -381,5 +358,4 @@ def train_transform(
         steps += [Resize(p["input_size"], p["interpolation"]), RandomCrop(p["input_size"], pad, generator)]
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip, generator))
-    steps += [ToTensor(p["value_scale"]), Normalize(p["mean"], p["std"])]
-    return Compose(steps, p)
+    return Compose(steps + _to_tensor_steps(p, uint8), p)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..data import DatasetSplits, FolderLoader, default_preprocessing, is_in_memory, load_dataset, make_loader
+from ..data.tensor_steps import BatchNormalize
 from ..data.transforms import eval_transform
 from ..util.atomic import atomic_write
 from . import recipe
@@ -48,8 +49,8 @@ def eval_loader(ds: Any, preprocessing: dict[str, Any], batch_size: int, workers
     if is_in_memory(ds):  # in-memory: unshuffled, so positions are dataset indices
         loader = make_loader(ds, batch_size=batch_size, train=False, preprocessing=preprocessing, device=device)
         return IdBatches(loader, yields_ids=False)
-    folder = FolderLoader(with_indices(ds.with_transform(eval_transform(preprocessing))), batch_size,
-                          num_workers=workers)  # fmt: skip
+    folder = FolderLoader(with_indices(ds.with_transform(eval_transform(preprocessing, uint8=True))), batch_size,
+                          num_workers=workers, batch_transform=BatchNormalize(preprocessing))  # fmt: skip
     return IdBatches(folder, yields_ids=True)
 
 
