@@ -41,6 +41,9 @@ def test_schedule_is_a_pure_function_of_the_step() -> None:
 
 def test_learning_rates() -> None:
     assert recipe.default_lr("sgd", 128, weights=False, lp_ft=False) == 0.05
+    # from scratch on small native-resolution inputs: the Fashion-MNIST recipe's 0.2 at batch 128
+    assert recipe.default_lr("sgd", 128, weights=False, lp_ft=False, small_input=True) == 0.2
+    assert recipe.default_lr("sgd", 128, weights=True, lp_ft=True, small_input=True) == recipe.SGD_LR_LP_FT / 2
     assert recipe.default_lr("sgd", 256, weights=True, lp_ft=False) == recipe.SGD_LR_FINE_TUNE
     assert recipe.default_lr("sgd", 256, weights=True, lp_ft=True) == recipe.SGD_LR_LP_FT
     assert recipe.default_lr("adamw", 512, weights=True, lp_ft=True) == 2e-3

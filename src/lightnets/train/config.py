@@ -23,9 +23,9 @@ class TrainConfig:
     epochs: int = 10  # passes over the training set
     batch_size: int | None = None  # default: 128, smaller for small training sets (recipe.default_batch_size)
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
-    lr: float | None = None  # default: sgd 0.1 x batch/256 (fine-tuning 0.01 x, after LP 0.004 x); adamw 1e-3 x
+    lr: float | None = None  # default: sgd 0.1 x batch/256 (small inputs 0.4 x, fine-tuning 0.01 x, after LP 0.004 x); adamw 1e-3 x
     weight_decay: float | None = None  # default: sgd 5e-4, adamw 0.05; never on norm / bias parameters
-    warmup_epochs: float = 1.0  # in steps, at most a tenth of the run's steps (recipe.make_schedule)
+    warmup_epochs: float = 0.5  # in steps, at most a tenth of the run's steps (recipe.make_schedule)
     label_smoothing: float = 0.1  # cross-entropy label smoothing, in [0, 1)
     dropout: float | None = None  # None: the model's default
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of the weights

@@ -15,7 +15,7 @@ from ..data import make_loader
 from . import recipe
 from .data_setup import RunData
 from .engine import all_norms_in_eval, cosine_lr, keep_frozen_norms_in_eval, param_groups
-from .model_setup import RunModel
+from .model_setup import RunModel, small_input
 from .state import RunContext
 
 
@@ -58,7 +58,8 @@ def setup_optimisation(ctx: RunContext, data: RunData, run_model: RunModel) -> O
     """The optimizer, schedule and training loader of the run."""
     cfg, world, pretrained = ctx.cfg, ctx.dist_info.world_size, ctx.cfg.weights is not None
     lp_ft = not cfg.freeze and (cfg.lp_ft if cfg.lp_ft is not None else pretrained)
-    lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * world, weights=pretrained, lp_ft=lp_ft)
+    lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * world, weights=pretrained, lp_ft=lp_ft,
+                                     small_input=small_input(cfg, data.size))  # fmt: skip
     wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4 if cfg.optimizer == "sgd" else 0.05
     head_mult = cfg.head_lr_mult
     if head_mult is None:

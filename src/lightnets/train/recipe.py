@@ -23,6 +23,10 @@ MAX_WARMUP_FRACTION = 0.1
 # ants/bees val from the 94.1 % start head to 91.5 / 91.5 / 90.2 %, 0.004 with the milder crops below keeps
 # 94.8 / 94.8 / 94.1 %: docs/benchmarks.md)
 SGD_LR_SCRATCH, SGD_LR_FINE_TUNE, SGD_LR_LP_FT = 0.1, 0.01, 0.004
+# from scratch on small native-resolution images (small_input: 28-64 px, total stride 8): 0.4 at batch 256, i.e.
+# 0.2 at the default batch of 128 -- the Fashion-MNIST 10- / 40-minute runs (docs/benchmarks.md) and the
+# side-by-side lr runs there; 0.1 (Goyal et al. 2017's rate for ImageNet at 224 px) stays for large inputs
+SGD_LR_SCRATCH_SMALL = 0.4
 ADAMW_LR = 1e-3
 # RandomResizedCrop area range: torchvision's (0.08, 1) from scratch; from pretrained weights a milder one
 CROP_SCALE_SCRATCH, CROP_SCALE_PRETRAINED = (0.08, 1.0), (0.25, 1.0)
@@ -38,13 +42,15 @@ def default_batch_size(num_train: int, world_size: int = 1) -> int:
     return max(1, min(batch, num_train // max(1, world_size)))  # a handful of images: one batch of all
 
 
-def default_lr(optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool) -> float:
+def default_lr(
+    optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool, small_input: bool = False
+) -> float:
     """Base learning rate for ``optimizer`` at ``global_batch`` (linear scaling from batch 256)."""
     scale = global_batch / 256
     if optimizer == "adamw":
         return ADAMW_LR * scale
     if not weights:
-        return SGD_LR_SCRATCH * scale
+        return (SGD_LR_SCRATCH_SMALL if small_input else SGD_LR_SCRATCH) * scale
     return (SGD_LR_LP_FT if lp_ft else SGD_LR_FINE_TUNE) * scale
 
 
