@@ -16,6 +16,7 @@ from ..data import DatasetSplits, FolderLoader, default_preprocessing, is_in_mem
 from ..data.transforms import eval_transform
 from ..util.atomic import atomic_write
 from . import recipe
+from .qat import checkpoint_in_chans
 from .config import TrainConfig
 from .distributed import barrier
 from .engine import IdBatches, with_indices
@@ -117,7 +118,8 @@ def setup_data(ctx: RunContext) -> tuple[TrainConfig, RunData]:
     """The run's data, and its settings with the batch size resolved (recorded in config.json, so ``--resume``
     keeps it)."""
     cfg, world = ctx.cfg, ctx.dist_info.world_size
-    in_chans = cfg.in_chans or (3 if cfg.weights else None)
+    # RGB for pretrained weights, unless they are a lightnets checkpoint that records its own channels
+    in_chans = cfg.in_chans or (checkpoint_in_chans(cfg.weights) or 3 if cfg.weights else None)
     splits = _load_splits(cfg, ctx, in_chans)
     skipped = _scan_unreadable(splits, ctx)
     _check_classes(splits, skipped, cfg.data, ctx.quiet_unless_main())

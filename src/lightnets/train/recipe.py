@@ -24,6 +24,9 @@ MAX_WARMUP_FRACTION = 0.1
 # 94.8 / 94.8 / 94.1 %: docs/benchmarks.md)
 SGD_LR_SCRATCH, SGD_LR_FINE_TUNE, SGD_LR_LP_FT = 0.1, 0.01, 0.004
 ADAMW_LR = 1e-3
+# quantization-aware fine-tuning of a trained model (train/qat.py): a hundredth of the from-scratch rate, for
+# both optimizers (QAT_LR_NOTE)
+QAT_LR_FRACTION = 0.01
 # RandomResizedCrop area range: torchvision's (0.08, 1) from scratch; from pretrained weights a milder one
 CROP_SCALE_SCRATCH, CROP_SCALE_PRETRAINED = (0.08, 1.0), (0.25, 1.0)
 
@@ -38,9 +41,11 @@ def default_batch_size(num_train: int, world_size: int = 1) -> int:
     return max(1, min(batch, num_train // max(1, world_size)))  # a handful of images: one batch of all
 
 
-def default_lr(optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool) -> float:
+def default_lr(optimizer: str, global_batch: int, *, weights: bool, lp_ft: bool, qat: bool = False) -> float:
     """Base learning rate for ``optimizer`` at ``global_batch`` (linear scaling from batch 256)."""
     scale = global_batch / 256
+    if qat:
+        return (ADAMW_LR if optimizer == "adamw" else SGD_LR_SCRATCH) * QAT_LR_FRACTION * scale
     if optimizer == "adamw":
         return ADAMW_LR * scale
     if not weights:
