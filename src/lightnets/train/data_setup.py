@@ -16,10 +16,10 @@ from ..data import DatasetSplits, FolderLoader, default_preprocessing, is_in_mem
 from ..data.transforms import eval_transform
 from ..util.atomic import atomic_write
 from . import recipe
-from .qat import checkpoint_in_chans
 from .config import TrainConfig
 from .distributed import barrier
 from .engine import IdBatches, with_indices
+from .qat import checkpoint_in_chans
 from .state import RunContext
 
 
