@@ -87,9 +87,6 @@ def test_state_dict_maps_back_to_the_original_keys_and_round_trips() -> None:
 def test_eval_mode_and_fake_quantization_are_real() -> None:
     model, qat = _qat_model()
     qat.eval()
-    with torch.no_grad():
-        qat.train()(torch.randn(8, 1, 16, 16))  # the observers see one batch, as in training
-    qat.eval()
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
         diff = (qat(x) - model(x)).abs().max().item()
