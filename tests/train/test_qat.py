@@ -30,7 +30,6 @@ SMALL = dict(num_classes=10, in_chans=1, small_input=True)
         (dict(qat=True, weights="W", lp_ft=True), "cannot be combined with freeze or lp_ft"),
         (dict(qat=True, weights="W", ema_decay=0.99), "drop --ema"),
         (dict(qat=True, weights="W", amp="bf16"), "trains in fp32"),
-        (dict(qat=True, weights="W", bn_eval=True), "drop --bn-eval"),
     ],
 )
 def test_config_refuses_what_qat_cannot_do(settings: dict, message: str) -> None:

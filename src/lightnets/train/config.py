@@ -84,7 +84,6 @@ class TrainConfig:
             (not self.lp_ft or self.weights, "lp_ft needs pretrained weights (--weights)"),
             (not self.qat or self.weights, "qat fine-tunes a trained model: it needs --weights (a run directory or checkpoint)"),
             (not (self.qat and (self.freeze or self.lp_ft)), "qat trains every layer: it cannot be combined with freeze or lp_ft"),
-            (not (self.qat and self.bn_eval), "qat trains the graph's BatchNorm statistics: drop --bn-eval"),
             (not (self.qat and self.ema_decay > 0), "qat keeps no weight average: drop --ema"),
             (not self.qat or self.amp in ("auto", "off"), f"qat trains in fp32: --amp {self.amp} cannot be used with it"),
             (self.max_train_samples is None or self.max_train_samples > 0,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..data import make_loader
-from . import recipe
+from . import qat, recipe
 from .data_setup import RunData
 from .engine import all_norms_in_eval, cosine_lr, keep_frozen_norms_in_eval, param_groups
 from .model_setup import RunModel
@@ -73,8 +73,10 @@ def setup_optimisation(ctx: RunContext, data: RunData, run_model: RunModel) -> O
     # Fine-tuning on a small dataset: batch statistics of a few dozen images are a poor substitute for the
     # pretrained running statistics (and weights with BatchNorm folded into the convs expect BN to be the
     # identity), so by default BatchNorm layers stay in eval mode while their affine parameters still train.
-    # QAT: the graph's BatchNorm keeps training (torchao's move_exported_model_to_train), as in the source run.
-    bn_eval = cfg.bn_eval if cfg.bn_eval is not None else pretrained and not cfg.qat
+    # QAT too: statistics re-estimated under fake quantization do not fit the float model best.pt holds.
+    bn_eval = cfg.bn_eval if cfg.bn_eval is not None else pretrained
     after_train_mode = all_norms_in_eval if bn_eval else keep_frozen_norms_in_eval if cfg.freeze else None
+    if cfg.qat:
+        after_train_mode = qat.norms_in_eval if bn_eval else None
     return Optimisation(lp_ft, lr, wd, head_mult, _optimizer(cfg.optimizer, groups, lr), ema, crop_scale, train_loader,
                         steps_per_epoch, total_steps, warmup_steps, after_train_mode)  # fmt: skip

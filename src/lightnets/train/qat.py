@@ -170,3 +170,11 @@ def checkpoint_in_chans(weights: str) -> int | None:
         return int(load_checkpoint(weights)["kwargs"].get("in_chans", 3))
     except (CheckpointError, OSError):
         return None
+
+
+def norms_in_eval(model: QATModel) -> None:
+    """After ``model.train()``: the graph's BatchNorm ops use and keep their running statistics (the source's),
+    while dropout and fake quantization stay in training mode (``--bn-eval``, on by default with ``--weights``)."""
+    from torchao.quantization.pt2e.export_utils import _replace_batchnorm
+
+    _replace_batchnorm(model.graph, train_to_eval=True)
