@@ -16,7 +16,7 @@ from lightnets.data import load_dataset  # noqa: E402
 from lightnets.train import TrainConfig, eval_loader, train  # noqa: E402
 from lightnets.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from lightnets.train.engine import evaluate  # noqa: E402
-from lightnets.train.qat import QATModel, check_qat_source, distillation_loss  # noqa: E402
+from lightnets.train.qat import QATModel, check_qat_source, distillation_loss, norms_in_eval  # noqa: E402
 
 TINY = dict(model="shufflenet_v2_x0_5", data="digits", input_size=16, batch_size=32, workers=0, progress=False)
 SMALL = dict(num_classes=10, in_chans=1, small_input=True)
@@ -91,6 +91,11 @@ def test_eval_mode_and_fake_quantization_are_real() -> None:
         diff = (qat(x) - model(x)).abs().max().item()
     assert 0 < diff < 1, "fake quantization changes the output a little, not nothing and not everything"
     assert not qat.training and qat.train().training
+    # --bn-eval (the default with --weights): training-mode steps leave the BatchNorm statistics as they were
+    norms_in_eval(qat)
+    before = {k: v.clone() for k, v in qat.state_dict().items() if "running" in k}
+    qat(torch.randn(8, 1, 16, 16))
+    assert all(torch.equal(qat.state_dict()[k], v) for k, v in before.items())
 
 
 def test_refuses_weights_for_another_head(tmp_path: Path) -> None:
