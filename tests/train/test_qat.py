@@ -154,7 +154,7 @@ def test_qat_int8_is_not_worse_than_ptq(tmp_path: Path) -> None:
     from lightnets.deploy.to_device import export
 
     src, qat = tmp_path / "src", tmp_path / "qat"
-    train(TrainConfig(**TINY, lr=0.05, epochs=3, warmup_epochs=0.3, out=str(src)))
+    train(TrainConfig(**TINY, lr=0.05, epochs=4, out=str(src)))
     train(TrainConfig(**TINY, epochs=1, qat=True, weights=str(src), out=str(qat)))
     reports = {run.name: export(run, "onnx", quantize="int8", max_drop=100.0, latency_s=0.0,
                                 output=tmp_path / f"{run.name}.int8.onnx") for run in (src, qat)}  # fmt: skip
