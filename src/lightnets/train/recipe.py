@@ -26,7 +26,7 @@ SGD_LR_SCRATCH, SGD_LR_FINE_TUNE, SGD_LR_LP_FT = 0.1, 0.01, 0.004
 ADAMW_LR = 1e-3
 # quantization-aware fine-tuning of a trained model (train/qat.py): a hundredth of the from-scratch rate (a tenth
 # of plain fine-tuning's), for both optimizers: the weights only have to absorb int8 rounding, not learn.  One
-# epoch at it kept a digits run's fake-quantized val top-1 at the source's 88.8 % (docs/benchmarks.md); other
+# epoch at it kept a digits run's fake-quantized val top-1 at the source's 88.8 %; other
 # rates were not compared
 QAT_LR_FRACTION = 0.01
 # RandomResizedCrop area range: torchvision's (0.08, 1) from scratch; from pretrained weights a milder one
