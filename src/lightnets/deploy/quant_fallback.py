@@ -13,7 +13,9 @@ Two steps, both measured:
    (each one a full export + check) and a step never drops a layer the previous one kept.
 
 When even the last step misses the budget, the result says so (and ``lightnets export`` exits with status 1);
-quantization-aware training would be the next tool, and is not implemented yet.
+the next tool is quantization-aware training, ``lightnets train --qat --weights RUN`` (``lightnets.train.qat``): a
+few epochs with int8 fake quantization, whose checkpoint this export then quantizes (its scales still come from
+calibration; the weights and BatchNorm statistics are the QAT-trained ones).
 """
 
 from __future__ import annotations

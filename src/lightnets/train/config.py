@@ -32,10 +32,11 @@ class TrainConfig:
     amp: str = "auto"  # auto | off | bf16 | fp16
     channels_last: str = "auto"  # auto | on | off
     seed: int = 0  # seeds the split, the data order and the weights
-    weights: str | None = None  # pretrained state_dict (head replaced when the class count differs)
+    weights: str | None = None  # pretrained state_dict or run directory (head replaced when the class count differs)
     weights_sha256: str | None = None  # expected sha256 (prefix) of the weights file or URL
     allow_unverified: bool = False  # accept a weights URL without a sha256 to check
     freeze: bool = False  # fit only the classifier, on features computed once (a linear probe, linear_probe.py)
+    qat: bool = False  # quantization-aware fine-tuning of --weights (same classes) in fp32, for int8 export (qat.py)
     lp_ft: bool | None = None  # linear probe, then fine-tune everything; default: on with --weights
     bn_eval: bool | None = None  # keep every BatchNorm on its pretrained statistics; default: on with --weights
     head_lr_mult: float | None = None  # default 10 when fine-tuning a new head, else 1 (also after LP)
@@ -81,6 +82,10 @@ class TrainConfig:
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (not self.freeze or self.weights, "freeze needs pretrained weights (--weights)"),
             (not self.lp_ft or self.weights, "lp_ft needs pretrained weights (--weights)"),
+            (not self.qat or self.weights, "qat fine-tunes a trained model: it needs --weights (a run directory or checkpoint)"),
+            (not (self.qat and (self.freeze or self.lp_ft)), "qat trains every layer: it cannot be combined with freeze or lp_ft"),
+            (not (self.qat and self.ema_decay > 0), "qat keeps no weight average: drop --ema"),
+            (not self.qat or self.amp in ("auto", "off"), f"qat trains in fp32: --amp {self.amp} cannot be used with it"),
             (self.max_train_samples is None or self.max_train_samples > 0,
              f"max_train_samples must be > 0, got {self.max_train_samples}"),
         ]  # fmt: skip
@@ -88,4 +93,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         if self.weights is not None and "://" not in self.weights and not Path(self.weights).is_file():
-            raise FileNotFoundError(f"weights file not found: {self.weights}")
+            run = Path(self.weights)
+            if not run.is_dir():
+                raise FileNotFoundError(f"weights file not found: {self.weights}")
+            if not (run / "best.pt").is_file() and not (run / "last.pt").is_file():
+                raise FileNotFoundError(f"weights directory {self.weights} is not a run: it has no best.pt or last.pt")

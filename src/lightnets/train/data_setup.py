@@ -20,6 +20,7 @@ from . import recipe
 from .config import TrainConfig
 from .distributed import barrier
 from .engine import IdBatches, with_indices
+from .qat import checkpoint_in_chans
 from .state import RunContext
 
 
@@ -118,7 +119,8 @@ def setup_data(ctx: RunContext) -> tuple[TrainConfig, RunData]:
     """The run's data, and its settings with the batch size resolved (recorded in config.json, so ``--resume``
     keeps it)."""
     cfg, world = ctx.cfg, ctx.dist_info.world_size
-    in_chans = cfg.in_chans or (3 if cfg.weights else None)
+    # RGB for pretrained weights, unless they are a lightnets checkpoint that records its own channels
+    in_chans = cfg.in_chans or (checkpoint_in_chans(cfg.weights) or 3 if cfg.weights else None)
     splits = _load_splits(cfg, ctx, in_chans)
     skipped = _scan_unreadable(splits, ctx)
     _check_classes(splits, skipped, cfg.data, ctx.quiet_unless_main())

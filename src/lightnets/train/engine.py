@@ -122,11 +122,15 @@ def _step(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     scaler: torch.amp.GradScaler | None,
+    extra_loss: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on one batch (already on ``device``); returns (loss, logits), both detached."""
+    """One optimizer step on one batch (already on ``device``); returns (loss, logits), both detached.
+    ``extra_loss(images, logits)``, when given, is added to the cross-entropy (QAT's distillation)."""
     with autocast_context(device, amp_dtype):
         logits = model(images)
         loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        if extra_loss is not None:
+            loss = loss + extra_loss(images, logits)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
     optimizer.zero_grad(set_to_none=True)
@@ -155,6 +159,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: Any = None,
     after_train_mode: Any = None,
+    extra_loss: Any = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``.  ``lr_at(step)`` gives the learning rate of each step.  Returns the mean loss,
     accuracy, images/s and the step reached.  ``progress`` (a tqdm bar or None) is updated per batch."""
@@ -169,7 +174,8 @@ def train_one_epoch(
         set_lr(optimizer, lr_at(step))
         targets = targets.to(device, non_blocking=True)
         loss, logits = _step(model, optimizer, _to_device(images, device, channels_last), targets, step=step,
-                             label_smoothing=label_smoothing, device=device, amp_dtype=amp_dtype, scaler=scaler)  # fmt: skip
+                             label_smoothing=label_smoothing, device=device, amp_dtype=amp_dtype, scaler=scaler,
+                             extra_loss=extra_loss)  # fmt: skip
         if ema is not None:
             ema.update_parameters(model)
         step += 1

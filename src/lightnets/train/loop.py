@@ -64,6 +64,8 @@ class EpochLoop:
         self.cfg = ctx.cfg
         self.last_path, self.best_path = ctx.run_dir / "last.pt", ctx.run_dir / "best.pt"
         self.fields = dict(arch=self.cfg.model, kwargs=rm.kwargs, classes=data.classes, preprocessing=data.preprocessing)
+        if self.cfg.qat:  # float weights trained under int8 fake quantization (qat.py)
+            self.fields["qat"] = True
         self.eval_kw = dict(device=ctx.device, amp_dtype=rm.amp.dtype, channels_last=rm.channels_last)
         eval_batch = max(self.cfg.batch_size, 64)  # no gradients: a small training batch need not slow evaluation
         self.val_loader = self._loader(data.splits.val, eval_batch) if ctx.main else None
@@ -84,7 +86,7 @@ class EpochLoop:
             resolved = {"batch_size": cfg.batch_size, "lr": opt.lr, "weight_decay": opt.weight_decay,
                         "head_lr_mult": opt.head_lr_mult, "steps_per_epoch": opt.steps_per_epoch,
                         "total_steps": opt.total_steps, "warmup_steps": opt.warmup_steps,
-                        "method": "linear probe" if cfg.freeze else "LP-FT" if opt.lp_ft else "train",
+                        "method": "QAT" if cfg.qat else "linear probe" if cfg.freeze else "LP-FT" if opt.lp_ft else "train",
                         "amp_resolved": self.rm.amp.name, "amp_reason": self.rm.amp.reason}  # fmt: skip
             if self.data.preprocessing.get("preset") == "imagenet" and isinstance(opt.train_loader, FolderLoader):
                 resolved["crop_scale"] = list(opt.crop_scale)
@@ -155,7 +157,8 @@ class EpochLoop:
             bar = progress_bar(opt.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}") if ctx.main and cfg.progress else None
             stats = train_one_epoch(rm.net, opt.train_loader, opt.optimizer, step=state.step, lr_at=opt.lr_at,
                                     label_smoothing=cfg.label_smoothing, ema=opt.ema, scaler=rm.scaler,
-                                    progress=bar, after_train_mode=opt.after_train_mode, **self.eval_kw)  # fmt: skip
+                                    progress=bar, after_train_mode=opt.after_train_mode, extra_loss=rm.extra_loss,
+                                    **self.eval_kw)  # fmt: skip
             if bar is not None:
                 bar.close()
         state.step = stats["step"]
@@ -195,6 +198,8 @@ class EpochLoop:
         }  # fmt: skip
         if opt.ema is not None:
             train_state["raw_model"] = {k: v.detach().cpu() for k, v in self.rm.model.state_dict().items()}
+        elif self.cfg.qat:  # resuming restores the observers and fake-quantize scales too
+            train_state["raw_model"] = self.rm.model.graph_state_dict()
         metrics = {k: v for k, v in row.items() if k != "epoch"}
         if improved:
             ckpt_io.save_checkpoint(self.best_path, eval_model, epoch=epoch, metrics=metrics, **self.fields)

@@ -14,6 +14,7 @@ from torch import nn
 from ..analysis import count_macs, count_params
 from ..data.checks import check_model_config
 from ..registry import create_model, get_card
+from . import qat
 from .config import TrainConfig
 from .data_setup import RunData
 from .distributed import convert_sync_batchnorm
@@ -34,6 +35,7 @@ class RunModel:
     channels_last: bool
     amp: AmpDecision
     scaler: torch.amp.GradScaler | None  # only for fp16
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (images, logits): QAT's distillation
 
 
 def small_input(cfg: TrainConfig, size: tuple[int, int]) -> bool:
@@ -102,7 +104,8 @@ def setup_model(ctx: RunContext, data: RunData) -> RunModel:
     kwargs = model_kwargs(cfg, data)
     _say_input_choices(cfg, data, kwargs, ctx.quiet_unless_main())
     check_model_config(cfg.model, kwargs, size, cfg.batch_size, ctx.device)
-    model = create_model(cfg.model, weights=cfg.weights, weights_sha256=cfg.weights_sha256,
+    weights = qat.weights_file(cfg.weights) if cfg.weights else None  # a run directory stands for its best.pt
+    model = create_model(cfg.model, weights=weights, weights_sha256=cfg.weights_sha256,
                          allow_unverified=cfg.allow_unverified, **kwargs)  # fmt: skip
     head = model.classifier_name()
     if cfg.freeze:
@@ -113,6 +116,12 @@ def setup_model(ctx: RunContext, data: RunData) -> RunModel:
         "macs": count_macs(model, tuple(size), in_chans=data.splits.in_chans), "input_size": size,
         "preprocessing": data.preprocessing, "classes": len(data.classes), "weights": cfg.weights,
     }  # fmt: skip
+    if cfg.qat:  # the fake-quantized graph in fp32, contiguous as traced (qat.py)
+        model = qat.wrap_for_qat(model.to(ctx.device), cfg, data.classes, size, data.splits.in_chans, ctx.device,
+                                 ctx.dist_info.enabled)  # fmt: skip
+        amp = AmpDecision(None, "--qat: fake quantization trains in fp32")
+        ctx.say(f"precision {amp.name} ({amp.reason})")
+        return RunModel(model, model, kwargs, head, card, False, amp, None, qat.distill_step(model))
     model, net = _wrap(model, ctx)
     channels_last = _channels_last(cfg.channels_last)
     if channels_last:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..data import make_loader
-from . import recipe
+from . import qat, recipe
 from .data_setup import RunData
 from .engine import all_norms_in_eval, cosine_lr, keep_frozen_norms_in_eval, param_groups
 from .model_setup import RunModel, small_input
@@ -57,13 +57,13 @@ def _optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.opti
 def setup_optimisation(ctx: RunContext, data: RunData, run_model: RunModel) -> Optimisation:
     """The optimizer, schedule and training loader of the run."""
     cfg, world, pretrained = ctx.cfg, ctx.dist_info.world_size, ctx.cfg.weights is not None
-    lp_ft = not cfg.freeze and (cfg.lp_ft if cfg.lp_ft is not None else pretrained)
+    lp_ft = not cfg.freeze and not cfg.qat and (cfg.lp_ft if cfg.lp_ft is not None else pretrained)
     lr = cfg.lr or recipe.default_lr(cfg.optimizer, cfg.batch_size * world, weights=pretrained, lp_ft=lp_ft,
-                                     small_input=small_input(cfg, data.size))  # fmt: skip
+                                     small_input=small_input(cfg, data.size), qat=cfg.qat)  # fmt: skip
     wd = cfg.weight_decay if cfg.weight_decay is not None else 5e-4 if cfg.optimizer == "sgd" else 0.05
     head_mult = cfg.head_lr_mult
     if head_mult is None:
-        head_mult = recipe.default_head_lr_mult(weights=pretrained, lp_ft=lp_ft or cfg.freeze)
+        head_mult = recipe.default_head_lr_mult(weights=pretrained, lp_ft=lp_ft or cfg.freeze or cfg.qat)
     groups = param_groups(run_model.model, lr=lr, weight_decay=wd, head_prefix=run_model.head, head_lr_mult=head_mult)
     ema = make_ema(run_model.model, cfg.ema_decay) if cfg.ema_decay > 0 and not cfg.freeze else None  # a probe: no steps
     crop_scale = recipe.default_crop_scale(weights=pretrained)  # ImageNet-style folders only
@@ -74,7 +74,10 @@ def setup_optimisation(ctx: RunContext, data: RunData, run_model: RunModel) -> O
     # Fine-tuning on a small dataset: batch statistics of a few dozen images are a poor substitute for the
     # pretrained running statistics (and weights with BatchNorm folded into the convs expect BN to be the
     # identity), so by default BatchNorm layers stay in eval mode while their affine parameters still train.
+    # QAT too: statistics re-estimated under fake quantization do not fit the float model best.pt holds.
     bn_eval = cfg.bn_eval if cfg.bn_eval is not None else pretrained
     after_train_mode = all_norms_in_eval if bn_eval else keep_frozen_norms_in_eval if cfg.freeze else None
+    if cfg.qat:
+        after_train_mode = qat.norms_in_eval if bn_eval else None
     return Optimisation(lp_ft, lr, wd, head_mult, _optimizer(cfg.optimizer, groups, lr), ema, crop_scale, train_loader,
                         steps_per_epoch, total_steps, warmup_steps, after_train_mode)  # fmt: skip
