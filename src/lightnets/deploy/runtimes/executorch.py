@@ -38,8 +38,16 @@ import torch
 from torch import nn
 
 from . import ExportRequest, Format, atomic_write, read_sidecar, register_format, write_sidecar
+from ._common import logits_layer, with_act_observer
 
 __all__ = ["count_delegates", "export", "load", "read_metadata", "slice_channel_split"]
+
+#: the activation observer of the int8 export: "histogram" (the XNNPACK quantizer's own default, a range
+#: chosen on a histogram to minimise the quantization error) or "minmax" (the observed range)
+ACT_OBSERVER = "histogram"
+#: the logits layer (a Linear) quantized dynamically -- int8 weights, its input quantized per call, float
+#: logits out (XNNPACK's qd8-f32-qc8w fully-connected) -- instead of statically with an int8 output
+DYNAMIC_LOGITS = False
 
 
 def _sliced_unit_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +72,7 @@ def slice_channel_split(model: nn.Module) -> int:
     return changed
 
 
-def _quantized_module(program: Any, request: ExportRequest) -> nn.Module:
+def _quantized_module(program: Any, request: ExportRequest, logits: str | None = None) -> nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -74,7 +82,10 @@ def _quantized_module(program: Any, request: ExportRequest) -> nn.Module:
 
     if request.calib is None or len(request.calib) == 0:
         raise ValueError("int8 export needs calibration images (ExportRequest.calib)")
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = with_act_observer(get_symmetric_quantization_config(is_per_channel=True), ACT_OBSERVER)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if DYNAMIC_LOGITS and logits is not None and logits not in request.float_layers:
+        quantizer.set_module_name(logits, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     if request.float_layers:  # set_module_name(name, None) is not supported: filter those nodes out instead
         in_float = [get_module_name_filter(name) for name in request.float_layers]
         quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
@@ -108,7 +119,7 @@ def export(request: ExportRequest) -> Path:
         warnings.simplefilter("ignore")  # deprecation notices of torch.export / torchao internals
         program = torch.export.export(model, example)
         if request.quantize == "int8":
-            program = torch.export.export(_quantized_module(program, request), example)
+            program = torch.export.export(_quantized_module(program, request, logits_layer(model)), example)
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     delegates, others = count_delegates(lowered)
     path = atomic_write(Path(request.out_path), bytes(lowered.buffer))

@@ -25,7 +25,10 @@ import numpy as np
 
 from . import ExportRequest, Format, atomic_write, register_format, write_sidecar
 
-CALIBRATION = "MinMax"  # onnxruntime CalibrationMethod name
+#: onnxruntime ``quantize_static`` settings of the int8 export (module constants, so the selection benchmark
+#: ``benchmarks/int8_agreement.py --select`` can try others): the CalibrationMethod name and ``extra_options``
+CALIBRATION = "MinMax"
+EXTRA_OPTIONS: dict[str, Any] = {}
 
 __all__ = ["export", "layer_nodes", "load", "node_prefixes", "read_metadata"]
 
@@ -83,7 +86,8 @@ def _quantize(proto: Any, request: ExportRequest) -> Any:
         quantize_static(
             str(src), str(dst), _Reader(proto.graph.input[0].name, request.calib.numpy().astype(np.float32)),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=[n for nodes in exclude.values() for n in nodes], calibrate_method=getattr(CalibrationMethod, CALIBRATION),
+            weight_type=QuantType.QInt8, nodes_to_exclude=[n for nodes in exclude.values() for n in nodes],
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION), extra_options=dict(EXTRA_OPTIONS),
         )  # fmt: skip
         root.setLevel(level)
         return onnx.load(str(dst))

@@ -32,9 +32,18 @@ import torch
 from torch import nn
 
 from . import ExportRequest, Format, Runner, read_sidecar, register_format, write_sidecar
-from ._common import batch1_loop, export_ready, require
+from ._common import batch1_loop, export_ready, require, with_act_observer
 
 EXTRA = "tflite"
+#: the activation observer of the int8 export ("histogram": litert-torch's own default; or "minmax")
+ACT_OBSERVER = "histogram"
+#: data-movement ops (the channel shuffle's transpose / contiguous, the channel split's slices) take the scale
+#: of their input, so that no requantization (a QUANTIZE op int8 -> int8) runs between one ShuffleNetV2
+#: unit's concat and the next one's; litert-torch's own propagation stops at ``transpose`` (measured: 27
+#: QUANTIZE ops in the ImageNet ShuffleNetV2 1.0x int8 file)
+SHARE_MOVEMENT_SCALES = False
+_MOVEMENT_OPS = (torch.ops.aten.transpose.int, torch.ops.aten.contiguous.default, torch.ops.aten.slice.Tensor,
+                 torch.ops.aten.reshape.default, torch.ops.aten.view.default)  # fmt: skip
 
 
 def _float_layer_filter(float_layers: tuple[str, ...]):
@@ -52,6 +61,24 @@ def _float_layer_filter(float_layers: tuple[str, ...]):
     return keep_quantized
 
 
+def _share_through_movement(model: Any) -> None:
+    """Annotate every not yet annotated data-movement node (``_MOVEMENT_OPS``) whose input has a quantized
+    output with that input's scale (a SharedQuantizationSpec), in graph order, so chains share one scale."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in _MOVEMENT_OPS or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        note = node.meta.get("quantization_annotation")
+        prev = node.args[0].meta.get("quantization_annotation")
+        if (note is not None and note._annotated) or prev is None or prev.output_qspec is None:
+            continue
+        shared = SharedQuantizationSpec(node.args[0])
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True
+        )
+
+
 def _quantizer(float_layers: tuple[str, ...]) -> Any:
     pt2e = require("litert_torch.quantize.pt2e_quantizer", EXTRA, "litert-torch")
 
@@ -63,7 +90,14 @@ def _quantizer(float_layers: tuple[str, ...]) -> Any:
                 model, self.global_config, _float_layer_filter(float_layers)
             )
 
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            if SHARE_MOVEMENT_SCALES:
+                _share_through_movement(model)
+            return model
+
     config = pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    config = with_act_observer(config, ACT_OBSERVER)
     return _Quantizer().set_global(config)
 
 
@@ -90,6 +124,10 @@ def export(req: ExportRequest) -> Path:
         if req.calib is None or req.calib.shape[0] == 0:
             raise ValueError("tflite int8 export needs calibration images (ExportRequest.calib)")
         calib = req.calib.permute(0, 2, 3, 1).contiguous()
+        if SHARE_MOVEMENT_SCALES:  # the channel split as slices (one-output ops that can share a scale)
+            from .executorch import slice_channel_split
+
+            slice_channel_split(nhwc)
         # the NHWC wrapper holds the model as ``wrapped``: module paths in the graph gain that prefix
         quantizer = _quantizer(tuple(f"wrapped.{name}" for name in req.float_layers))
         graph = _quantized_graph(nhwc, example, calib, quantizer)
