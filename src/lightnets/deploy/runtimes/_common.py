@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..export_common import require
 from ..inference_form import fold_batchnorm, remove_dropout
 
-__all__ = ["batch1_loop", "export_ready", "logits_layer", "require", "with_act_observer"]
+__all__ = ["MOVEMENT_OPS", "batch1_loop", "export_ready", "logits_layer", "require", "share_scales_through_movement",
+           "with_act_observer"]  # fmt: skip
 
 
 def export_ready(model: nn.Module) -> nn.Module:
@@ -67,3 +69,27 @@ def logits_layer(model: nn.Module) -> str | None:
         return name if isinstance(model.get_submodule(name), nn.Linear) else None
     except AttributeError:
         return None
+
+#: ops that only move data: the channel shuffle's view / transpose / contiguous, the channel split's slices
+MOVEMENT_OPS = (torch.ops.aten.transpose.int, torch.ops.aten.contiguous.default, torch.ops.aten.slice.Tensor,
+                torch.ops.aten.reshape.default, torch.ops.aten.view.default)  # fmt: skip
+
+
+def share_scales_through_movement(model: Any) -> None:
+    """Annotate every not yet annotated data-movement node (``MOVEMENT_OPS``) whose input has a quantized
+    output with that input's scale (a SharedQuantizationSpec), in graph order, so chains share one scale.
+    Run after a PT2E quantizer's own annotation: it fills the gaps its propagation leaves (litert-torch's
+    stops at ``transpose``, XNNPACK's at ``contiguous``), so no requantization runs between two concats."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in MOVEMENT_OPS or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        note = node.meta.get("quantization_annotation")
+        prev = node.args[0].meta.get("quantization_annotation")
+        if (note is not None and note._annotated) or prev is None or prev.output_qspec is None:
+            continue
+        shared = SharedQuantizationSpec(node.args[0])
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True
+        )

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import ExportRequest, Format, atomic_write, read_sidecar, register_format, write_sidecar
-from ._common import logits_layer, with_act_observer
+from ._common import logits_layer, share_scales_through_movement, with_act_observer
 
 __all__ = ["count_delegates", "export", "load", "read_metadata", "slice_channel_split"]
 
@@ -48,6 +48,9 @@ ACT_OBSERVER = "histogram"
 #: the logits layer (a Linear) quantized dynamically -- int8 weights, its input quantized per call, float
 #: logits out (XNNPACK's qd8-f32-qc8w fully-connected) -- instead of statically with an int8 output
 DYNAMIC_LOGITS = False
+#: data-movement ops take their input's scale (see ``share_scales_through_movement``): XNNPACK's quantizer
+#: leaves the shuffle's ``contiguous`` and everything after it unannotated, so each split was requantized
+SHARE_MOVEMENT_SCALES = False
 
 
 def _sliced_unit_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -72,18 +75,31 @@ def slice_channel_split(model: nn.Module) -> int:
     return changed
 
 
+def _quantizer_class() -> type:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    class _Quantizer(XNNPACKQuantizer):
+        """XNNPACK's quantizer, then (``SHARE_MOVEMENT_SCALES``) the scales shared through data movement."""
+
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            if SHARE_MOVEMENT_SCALES:
+                share_scales_through_movement(model)
+            return model
+
+    return _Quantizer
+
+
 def _quantized_module(program: Any, request: ExportRequest, logits: str | None = None) -> nn.Module:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
     if request.calib is None or len(request.calib) == 0:
         raise ValueError("int8 export needs calibration images (ExportRequest.calib)")
+    _Quantizer = _quantizer_class()
     config = with_act_observer(get_symmetric_quantization_config(is_per_channel=True), ACT_OBSERVER)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    quantizer = _Quantizer().set_global(config)
     if DYNAMIC_LOGITS and logits is not None and logits not in request.float_layers:
         quantizer.set_module_name(logits, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     if request.float_layers:  # set_module_name(name, None) is not supported: filter those nodes out instead
