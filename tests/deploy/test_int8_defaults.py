@@ -13,7 +13,7 @@ from helpers.runtime_cases import request, tiny
 ONNX_CHOSEN = ("MinMax", {})
 OPENVINO_CHOSEN = ("performance", True)
 TFLITE_OBSERVER, TFLITE_SHARE = "histogram", True
-EXECUTORCH_CHOSEN = ("histogram", False)  # (ACT_OBSERVER, DYNAMIC_LOGITS)
+EXECUTORCH_CHOSEN = ("histogram", False, True)  # (ACT_OBSERVER, DYNAMIC_LOGITS, SHARE_MOVEMENT_SCALES)
 
 
 class _Stop(Exception):
@@ -116,6 +116,29 @@ def test_executorch_logits_layer_choice():
     from lightnets.deploy.runtimes import executorch as et_module
     from lightnets.deploy.runtimes._common import logits_layer
 
-    assert (et_module.ACT_OBSERVER, et_module.DYNAMIC_LOGITS) == EXECUTORCH_CHOSEN
+    assert (et_module.ACT_OBSERVER, et_module.DYNAMIC_LOGITS, et_module.SHARE_MOVEMENT_SCALES) == EXECUTORCH_CHOSEN
     assert logits_layer(lightnets.create_model("shufflenet_v2_x0_5", num_classes=10)) == "fc"
     assert logits_layer(tiny()) is None  # not a lightnets model: no head_layout, nothing special-cased
+
+
+def test_executorch_data_movement_shares_the_concat_scale():
+    """XNNPACK's own propagation stops at the shuffle's ``contiguous``: with SHARE_MOVEMENT_SCALES every
+    data-movement node after a quantized one is annotated with a shared scale."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    import lightnets
+    from lightnets.deploy.runtimes import executorch as et_module
+    from lightnets.deploy.runtimes._common import MOVEMENT_OPS, export_ready
+
+    model = export_ready(lightnets.create_model("shufflenet_v2_x0_5", num_classes=10))
+    et_module.slice_channel_split(model)
+    graph = torch.export.export(model, (torch.zeros(1, 3, 32, 32),)).module()
+    quantizer = et_module._quantizer_class()().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.annotate(quantizer.transform_for_annotation(graph))
+    moves = [n for n in graph.graph.nodes if n.op == "call_function" and n.target in MOVEMENT_OPS]
+    assert len(moves) >= 3 * 16
+    for node in moves:
+        note = node.meta.get("quantization_annotation")
+        assert note is not None and isinstance(note.output_qspec, SharedQuantizationSpec), node.name

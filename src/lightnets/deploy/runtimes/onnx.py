@@ -26,7 +26,10 @@ import numpy as np
 from . import ExportRequest, Format, atomic_write, register_format, write_sidecar
 
 #: onnxruntime ``quantize_static`` settings of the int8 export (module constants, so the selection benchmark
-#: ``benchmarks/int8_agreement.py --select`` can try others): the CalibrationMethod name and ``extra_options``
+#: ``benchmarks/int8_agreement.py --select`` can try others): the CalibrationMethod name and ``extra_options``.
+#: Measured there (ImageNet ShuffleNetV2 1.0x, calibrated on 64 train photos, agreement with fp32 on the 180
+#: other train photos): MinMax 97.8 % (mean relative logit error 0.107), Entropy 97.8 % (0.107), Percentile
+#: 96.7 %, MinMax with float Gemm outputs (``OpTypesToExcludeOutputQuantization``) 96.7 % (0.105): MinMax kept.
 CALIBRATION = "MinMax"
 EXTRA_OPTIONS: dict[str, Any] = {}
 
