@@ -2,7 +2,8 @@
 
 Export: ``torch.export`` at batch 1 -> (int8: PT2E static quantization with ExecuTorch's ``XNNPACKQuantizer``,
 weights int8 symmetric per output channel, activations int8 per tensor, observers calibrated on the request's
-real images, layers in ``ExportRequest.float_layers`` left unquantized by the quantizer's node filter)
+real images, layers in ``ExportRequest.float_layers`` left unquantized by the quantizer's node filter, and
+the concat's scale carried through the channel shuffle and split: ``SHARE_MOVEMENT_SCALES``)
 -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner -> a ``.pte`` program.  A ``.pte`` has no
 place for free-form metadata, so the lightnets metadata is a sidecar ``<file>.pte.json``; it also records how
 much of the graph XNNPACK took (``delegated_subgraphs``, ``undelegated_ops``).
