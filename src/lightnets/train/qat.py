@@ -14,7 +14,8 @@ under the original model's state_dict keys (``prepare_qat_pt2e`` keeps every par
 ``qat: true``.  ``eval``, ``predict`` and ``lightnets export ... --quantize int8`` use it unchanged.  Be exact
 about what that buys: each runtime's int8 export still re-derives its activation and weight scales by its own
 calibration (post-training static quantization); the QAT-learned scales are not carried over.  What is carried is
-weights and BN statistics that were trained under int8 rounding, which is where the accuracy comes back.
+weights and BN statistics that were trained under int8 rounding.  Measured so far only where PTQ already lost
+almost nothing (digits, a small Fashion-MNIST run: docs/benchmarks.md), where QAT's int8 was within noise of PTQ's.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def checkpoint_in_chans(weights: str) -> int | None:
 def norms_in_eval(model: QATModel) -> None:
     """After ``model.train()``: the graph's BatchNorm ops use and keep their running statistics (the source's),
     while dropout and fake quantization stay in training mode (``--bn-eval``, on by default with ``--weights``)."""
+    # torchao 0.18 has no public call for "BatchNorm in eval, the rest in train" on an exported graph;
+    # move_exported_model_to_train/eval switch both together, so the private helper they use is called directly
     from torchao.quantization.pt2e.export_utils import _replace_batchnorm
 
     _replace_batchnorm(model.graph, train_to_eval=True)
