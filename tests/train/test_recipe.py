@@ -85,3 +85,23 @@ def test_amp_auto_decision_table() -> None:
     assert decide_amp("auto", CPU, "someone_new", native_bf16=True).name == "fp32"  # unmeasured: fp32
     assert decide_amp("off", CPU, "mobilenet_v1", native_bf16=True).dtype is None
     assert decide_amp("bf16", CPU, "shufflenet_v2", native_bf16=False).dtype == torch.bfloat16
+
+
+def test_amp_auto_keeps_bf16_only_where_this_models_step_is_faster() -> None:
+    from lightnets.train import precision
+
+    faster = decide_amp("auto", CPU, "mobilenet_v1", native_bf16=True, timer=lambda: (0.20, 0.10))
+    slower = decide_amp("auto", CPU, "mobilenet_v1", native_bf16=True, timer=lambda: (0.10, 0.11))
+    close = decide_amp("auto", CPU, "mobilenet_v2", native_bf16=True, timer=lambda: (0.102, 0.100))
+    assert faster.name == "bf16" and "200 ms fp32, 100 ms bf16" in faster.reason
+    assert slower.name == "fp32" and "not faster" in slower.reason
+    assert close.name == "fp32"  # within BF16_MIN_GAIN: numerics are not changed for 2 %
+    # too slow to time (None): the family row decides; a family whose row says fp32 is never timed
+    assert decide_amp("auto", CPU, "mobilenet_v1", native_bf16=True, timer=lambda: None).name == "bf16"
+    assert decide_amp("auto", CPU, "shufflenet_v2", native_bf16=True, timer=lambda: 1 / 0).name == "fp32"
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3))  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fp32_s, bf16_s = precision.time_steps(model, (8, 1, 8, 8), 3, CPU, channels_last=False)
+    assert fp32_s > 0 and bf16_s > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # timed on a copy

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .data_setup import RunData
 from .distributed import convert_sync_batchnorm
 from .engine import freeze_backbone
-from .precision import AmpDecision, decide_amp
+from .precision import AmpDecision, decide_amp, time_steps
 from .state import RunContext
 
 
@@ -126,7 +126,10 @@ def setup_model(ctx: RunContext, data: RunData) -> RunModel:
     channels_last = _channels_last(cfg.channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    amp = decide_amp(cfg.amp, ctx.device, get_card(cfg.model).family)
+    shape = (cfg.batch_size, data.splits.in_chans, *size)
+    # a probe has no training steps; ranks of a distributed run must not time (and decide) apart
+    timer = None if cfg.freeze or ctx.dist_info.enabled else lambda: time_steps(model, shape, len(data.classes), ctx.device, channels_last)
+    amp = decide_amp(cfg.amp, ctx.device, get_card(cfg.model).family, timer=timer)
     ctx.say(f"precision {amp.name} ({amp.reason})")
     scaler = torch.amp.GradScaler(ctx.device.type) if amp.dtype == torch.float16 else None
     return RunModel(model, net, kwargs, head, card, channels_last, amp, scaler)
