@@ -125,7 +125,9 @@ def test_png_folder_reaches_the_idx_paths_accuracy(shared_data, tmp_path) -> Non
         saved["preprocessing"]["input_size"] == [28, 28] and saved["lightnets_kwargs"]["small_input"] is True
     )
     assert scores["idx"] > 0.85, scores
-    assert abs(scores["png"] - scores["idx"]) <= 0.005, scores
+    # the criterion: the folder path *reaches* the IDX path's accuracy, within 0.5 points (one-sided: the
+    # two differ by up to ~0.5 points between seeds either way; 87.4 % PNG against 86.9 % IDX is not a failure)
+    assert scores["png"] >= scores["idx"] - 0.005 - 1e-9, scores
 
 
 def test_a_gray_folder_decodes_to_one_channel_unless_three_are_asked_for(tmp_path) -> None:
