@@ -159,6 +159,6 @@ def test_qat_int8_is_not_worse_than_ptq(tmp_path: Path) -> None:
     reports = {run.name: export(run, "onnx", quantize="int8", max_drop=100.0, latency_s=0.0,
                                 output=tmp_path / f"{run.name}.int8.onnx") for run in (src, qat)}  # fmt: skip
     ptq, qat_int8 = reports["src"].accuracy, reports["qat"].accuracy
-    assert ptq["fp32"] > 0.5, "the source run learned digits"
-    assert qat_int8["exported"] >= ptq["exported"] - 0.02, (ptq, qat_int8)  # 2 points: ~4 of 179 images
+    assert ptq["fp32"] > 50, "the source run learned digits"  # accuracies here are in percent
+    assert qat_int8["exported"] >= ptq["exported"] - 2.0, (ptq, qat_int8)  # 2 points: ~4 of 179 images
     assert reports["qat"].agreement >= 0.95, reports["qat"].agreement

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .data_setup import RunData
 from .distributed import convert_sync_batchnorm
 from .engine import freeze_backbone
-from .precision import AmpDecision, decide_amp, time_steps
+from .precision import AmpDecision, decide_amp, rank0_decision, time_steps
 from .state import RunContext
 
 
@@ -127,9 +127,10 @@ def setup_model(ctx: RunContext, data: RunData) -> RunModel:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     shape = (cfg.batch_size, data.splits.in_chans, *size)
-    # a probe has no training steps; ranks of a distributed run must not time (and decide) apart
-    timer = None if cfg.freeze or ctx.dist_info.enabled else lambda: time_steps(model, shape, len(data.classes), ctx.device, channels_last)
+    timer = None if cfg.freeze else lambda: time_steps(model, shape, len(data.classes), ctx.device, channels_last)
     amp = decide_amp(cfg.amp, ctx.device, get_card(cfg.model).family, timer=timer)
+    if ctx.dist_info.enabled and ctx.device.type == "cpu":  # ranks must not decide apart (a probe has no steps)
+        amp = rank0_decision(amp)
     ctx.say(f"precision {amp.name} ({amp.reason})")
     scaler = torch.amp.GradScaler(ctx.device.type) if amp.dtype == torch.float16 else None
     return RunModel(model, net, kwargs, head, card, channels_last, amp, scaler)

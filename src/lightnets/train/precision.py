@@ -132,3 +132,15 @@ def decide_amp(setting: str, device: torch.device, family: str, *, native_bf16: 
     if fp32_s >= BF16_MIN_GAIN * bf16_s:
         return AmpDecision(torch.bfloat16, f"auto: CPU with native bf16, {measured}")
     return AmpDecision(None, f"auto: fp32, bf16 is not faster here ({measured})")
+
+
+def rank0_decision(amp: AmpDecision) -> AmpDecision:
+    """In a distributed CPU run every rank times its own steps (on shared cores, so they may disagree): all train
+    in rank 0's precision, broadcast over the process group."""
+    import torch.distributed as dist
+
+    dtypes = (None, torch.bfloat16, torch.float16)
+    code = torch.tensor([dtypes.index(amp.dtype)])
+    dist.broadcast(code, 0)
+    dtype = dtypes[int(code)]
+    return amp if dtype == amp.dtype else AmpDecision(dtype, f"rank 0's decision (here: {amp.reason})")
